@@ -1,0 +1,19 @@
+"""Shared training utilities: checkpoints, seeds, devices, budgets, logs and plots."""
+
+from mtl.utils.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from mtl.utils.logging import CSVLogger, plot_curves
+from mtl.utils.runtime import Budget, check_new_output, prepare_out_dir, resolve_device, seed_everything
+
+__all__ = [
+    "Budget",
+    "CSVLogger",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_new_output",
+    "load_checkpoint",
+    "plot_curves",
+    "prepare_out_dir",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+]

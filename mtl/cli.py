@@ -1,0 +1,161 @@
+"""The ``mtlmeta`` command line: one console script, one subcommand per capability.
+
+Subcommands of other packages plug in through the ``mtlmeta.commands`` entry-point group:
+each entry is a function ``register(subparsers)`` that adds a parser and sets ``func``.
+Errors from bad input (:class:`~mtl.errors.ConfigError`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+
+from mtl.errors import ConfigError
+from mtl.utils.runtime import DEVICES
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float_arg(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | None = None) -> None:
+    """The options every training subcommand shares: seed, device, outputs, budget, progress."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", default="auto", choices=DEVICES, help="where to train (default auto)")
+    g.add_argument("--out", default=None, help="run folder: metrics CSV, checkpoints, plots")
+    g.add_argument("--json", default=None, metavar="PATH", help="write a machine-readable result here")
+    g.add_argument("--budget-seconds", type=positive_float_arg, default=default_seconds,
+                   help="stop training after this many seconds")
+    g.add_argument("--budget-iterations", type=positive_int_arg, default=None,
+                   help="stop training after this many iterations")
+    g.add_argument("--overwrite", action="store_true", help="allow replacing existing outputs")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from mtl.backbones import create_backbone, describe_backbone, list_backbones
+
+    names = list_backbones(args.pattern)
+    if not names:
+        raise ConfigError(f"no backbone matches {args.pattern!r}; registered: {', '.join(list_backbones())}")
+    rows = []
+    for name in names:
+        row = {"name": name, "description": describe_backbone(name)}
+        if args.details:
+            model = create_backbone(name)
+            row["out_features"] = int(getattr(model, "out_features", 0))
+            row["input_shape"] = list(getattr(model, "input_shape", ()))
+            row["parameters"] = sum(p.numel() for p in model.parameters())
+        rows.append(row)
+    if args.as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        extra = ""
+        if args.details:
+            shape = "x".join(map(str, r["input_shape"]))
+            extra = f"  [{shape} -> {r['out_features']}, {r['parameters']:,} params]"
+        print(f"{r['name']:<{width}}  {r['description']}{extra}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from mtl.data.registry import list_datasets
+
+    infos = list_datasets()
+    if args.as_json:
+        print(json.dumps([{"name": i.name, "kind": i.kind, "description": i.description,
+                           "needs_files": i.needs_files} for i in infos], indent=2))
+        return 0
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        files = "needs --root" if i.needs_files else "built in"
+        print(f"{i.name:<{width}}  {i.kind:<14} {files:<12}  {i.description}")
+    return 0
+
+
+def _builtin_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backbones", help="list the registered backbones")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'conv*'")
+    p.add_argument("--details", action="store_true", help="build each one and show sizes")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("datasets", help="list the available datasets")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_datasets)
+
+
+def _plugin_commands() -> list[tuple[str, Register]]:
+    found = []
+    for ep in sorted(entry_points(group="mtlmeta.commands"), key=lambda e: e.name):
+        try:
+            found.append((ep.name, ep.load()))
+        except Exception as exc:  # a broken plug-in must not take the whole CLI down
+            print(f"mtlmeta: warning: subcommand {ep.name!r} unavailable: {exc}", file=sys.stderr)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``mtlmeta`` parser with built-in and plug-in subcommands."""
+    parser = _Parser(
+        prog="mtlmeta",
+        description="Learning from related tasks: multi-task, transfer, meta-learning and more.",
+    )
+    from mtl import __version__
+
+    parser.add_argument("--version", action="version", version=f"mtlmeta {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _builtin_commands(sub)
+    for _name, register in _plugin_commands():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mtlmeta`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"mtlmeta: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlmeta: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Seeds, devices, budgets and output folders shared by every trainer."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic=True`` also asks torch for deterministic kernels."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda[:i]``/``mps`` into a device, failing clearly if it is absent."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was requested but CUDA is not available here")
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"device {device!r} was requested but MPS is not available here")
+    return torch.device(name)
+
+
+@dataclass
+class Budget:
+    """Stop training after ``seconds`` of wall time or ``iterations`` steps, whichever comes first."""
+
+    seconds: float | None = None
+    iterations: int | None = None
+    _start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.seconds is None and self.iterations is None:
+            raise ConfigError("a budget needs seconds or iterations (got neither)")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ConfigError(f"budget seconds must be > 0, got {self.seconds!r}")
+        if self.iterations is not None and (not isinstance(self.iterations, int) or self.iterations < 1):
+            raise ConfigError(f"budget iterations must be a positive integer, got {self.iterations!r}")
+
+    def restart(self) -> None:
+        """Start the clock now."""
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the clock started."""
+        return time.perf_counter() - self._start
+
+    def exhausted(self, iteration: int) -> bool:
+        """Whether ``iteration`` completed steps (or the elapsed time) use up the budget."""
+        if self.iterations is not None and iteration >= self.iterations:
+            return True
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+
+def check_new_output(path: str | os.PathLike | None, overwrite: bool = False, what: str = "output") -> None:
+    """Refuse to replace an existing file unless ``overwrite``; nothing is ever deleted silently."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a folder; give a file path")
+    if p.exists() and not overwrite:
+        raise ConfigError(f"{what} {str(p)!r} already exists; choose another path or pass --overwrite")
+
+
+def prepare_out_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create the run folder; an existing non-empty one needs ``resume`` or ``overwrite``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {str(p)!r} exists and is not a folder")
+    if p.is_dir() and any(p.iterdir()) and not (resume or overwrite):
+        raise ConfigError(
+            f"--out {str(p)!r} already holds results; pass --resume to continue that run, "
+            "--overwrite to write over it, or choose another folder"
+        )
+    p.mkdir(parents=True, exist_ok=True)
+    return p

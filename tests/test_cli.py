@@ -1,0 +1,38 @@
+"""The mtlmeta console script: discovery commands and error handling."""
+
+import json
+import subprocess
+import sys
+
+from mtl.cli import main
+
+
+def test_backbones_lists_builtins(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mlp", "conv4", "resnet12"):
+        assert name in out
+
+
+def test_backbones_json_details(capsys):
+    assert main(["backbones", "conv*", "--details", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["name"] == "conv4" and rows[0]["out_features"] == 64
+
+
+def test_no_match_is_exit_2(capsys):
+    assert main(["backbones", "zzz*"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no backbone matches 'zzz*'" in err
+
+
+def test_datasets(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "glyphs" in out and "omniglot" in out and "sinusoid" in out
+
+
+def test_console_script_bad_argument_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "mtl.cli", "nonsense"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
