@@ -1,0 +1,27 @@
+# The two set-up commands of the README:
+#   make benchmark   install, then run the few-shot benchmark on the embedded glyphs dataset
+#   make test        install with test extras, then run ruff and the whole test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/benchmark
+BENCH_ARGS ?=
+
+.PHONY: benchmark test lint install clean-venv
+
+install:
+	VENV=$(VENV) scripts/bootstrap.sh
+
+benchmark:
+	VENV=$(VENV) scripts/bootstrap.sh
+	$(BIN)/mtlmeta fewshot benchmark --dataset glyphs --out $(OUT) --overwrite $(BENCH_ARGS)
+
+test:
+	VENV=$(VENV) scripts/bootstrap.sh test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,164 @@
+"""``mtlmeta fewshot``: train, evaluate and benchmark few-shot learners; predict on your own images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, build_algorithm, run_fewshot
+from mtl.cli import add_training_args, positive_float_arg, positive_int_arg
+from mtl.errors import CheckpointError, ConfigError
+from mtl.utils import Budget, atomic_write_text, check_new_output, load_checkpoint
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tasks")
+    g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default: glyphs (built in)")
+    g.add_argument("--root", default=None, help="folder with the dataset files (omniglot)")
+    g.add_argument("--backbone", default=None, help="registry name (default conv4; mlp for sinusoid)")
+    g.add_argument("--ways", type=positive_int_arg, default=5)
+    g.add_argument("--train-ways", type=positive_int_arg, default=None, help="protonet: ways while training")
+    g.add_argument("--shots", type=positive_int_arg, default=1)
+    g.add_argument("--queries", type=positive_int_arg, default=15)
+    g.add_argument("--no-rotations", action="store_true", help="omniglot: no rotated extra classes")
+    g.add_argument("--test-tasks", type=positive_int_arg, default=600, help="test tasks (papers: 600)")
+    g.add_argument("--validation-tasks", type=positive_int_arg, default=100)
+    g.add_argument("--validate-every", type=positive_int_arg, default=100)
+    g.add_argument("--checkpoint-every", type=positive_int_arg, default=100)
+
+
+def _add_algo_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("algorithm")
+    g.add_argument("--meta-batch", type=positive_int_arg, default=None, help="tasks per meta-update")
+    g.add_argument("--inner-steps", type=positive_int_arg, default=1, help="inner steps while training")
+    g.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="inner steps at test")
+    g.add_argument("--inner-lr", type=positive_float_arg, default=None, help="inner-loop step size")
+    g.add_argument("--meta-lr", type=positive_float_arg, default=1e-3, help="Adam learning rate (outer loop)")
+
+
+def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
+    return FewShotConfig(
+        algo=algo, dataset=args.dataset, root=args.root, backbone=args.backbone, ways=args.ways,
+        train_ways=args.train_ways, shots=args.shots, queries=args.queries, meta_batch=args.meta_batch,
+        inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, inner_lr=args.inner_lr,
+        meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,
+        validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
+        checkpoint_every=args.checkpoint_every, seed=args.seed,
+    )
+
+
+def _budget(args: argparse.Namespace, default_seconds: float) -> Budget:
+    if args.budget_seconds is None and args.budget_iterations is None:
+        return Budget(seconds=default_seconds)
+    return Budget(seconds=args.budget_seconds, iterations=args.budget_iterations)
+
+
+def _print_result(res: dict[str, Any]) -> None:
+    metric = "mse" if "mse" in res else "accuracy"
+    value = res[metric] * (100 if metric == "accuracy" else 1)
+    ci = res["ci95"] * (100 if metric == "accuracy" else 1)
+    unit = "%" if metric == "accuracy" else ""
+    print(f"{res['algorithm']}: {metric} {value:.2f}{unit} +- {ci:.2f}{unit} (95% CI over "
+          f"{res['test_tasks']} test tasks) after {res['meta_iterations']} meta-iterations "
+          f"in {res['train_seconds']:.0f}s")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.out is None and args.resume:
+        raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
+    res = run_fewshot(
+        _config(args, args.algo), _budget(args, 600.0), out_dir=args.out, json_path=args.json,
+        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    _print_result(res)
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from meta.benchmark import run_benchmark
+
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    for a in algos:
+        if a not in ALGORITHMS:
+            raise ConfigError(f"--algos: unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS)}")
+    run_benchmark(args, algos, [_config(args, a) for a in algos])
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from meta.images import load_query_folder, load_support_folder
+
+    check_new_output(args.json, args.overwrite, what="--json")
+    state = load_checkpoint(args.checkpoint)
+    extra = state.get("config", {}).get("extra", {})
+    if "fewshot" not in extra:
+        raise CheckpointError(f"checkpoint {args.checkpoint!r} was not written by 'mtlmeta fewshot train'")
+    known = {f.name for f in fields(FewShotConfig)}
+    record = {k: v for k, v in extra["fewshot"].items() if k in known}
+    record["glyph_classes"] = tuple(record.get("glyph_classes", (600, 100, 200)))
+    cfg = FewShotConfig(**record)
+    if cfg.dataset == "sinusoid":
+        raise ConfigError("predict works on image classifiers; this checkpoint is a sinusoid regressor")
+    image_shape = tuple(extra["image_shape"])
+    algo = build_algorithm(cfg, image_shape)
+    algo.load_state_dict(state["algo"])
+    algo.eval()
+    support_x, support_y, class_names = load_support_folder(args.support, image_shape, args.invert)
+    query_x, query_names = load_query_folder(args.query, image_shape, args.invert)
+    n = len(class_names)
+    if cfg.algo != "protonet" and n != cfg.ways:
+        raise ConfigError(
+            f"this {cfg.algo} model was meta-trained {cfg.ways}-way, but --support has {n} classes; "
+            f"give {cfg.ways} class folders or use a protonet checkpoint (any number of classes)"
+        )
+    with torch.enable_grad():
+        predictor = algo.adapt(support_x, support_y)
+    with torch.no_grad():
+        probs = torch.softmax(predictor(query_x), dim=-1)
+    conf, pred = probs.max(dim=-1)
+    rows = [{"file": f, "class": class_names[int(c)], "probability": round(float(p), 4)}
+            for f, c, p in zip(query_names, pred, conf)]
+    width = max(len(r["file"]) for r in rows)
+    for r in rows:
+        print(f"{r['file']:<{width}}  {r['class']}  {r['probability']:.3f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "classes": class_names,
+                                                 "predictions": rows}, indent=2) + "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``fewshot`` with its ``train``, ``benchmark`` and ``predict`` subcommands."""
+    fs = sub.add_parser("fewshot", help="few-shot learning: MAML family and ProtoNets")
+    fsub = fs.add_subparsers(dest="fewshot_command", metavar="ACTION", parser_class=type(fs))
+    fsub.required = True
+
+    t = fsub.add_parser("train", help="meta-train one algorithm, then test on 600 held-out tasks")
+    t.add_argument("--algo", default="maml", choices=list(ALGORITHMS))
+    _add_task_args(t)
+    _add_algo_args(t)
+    add_training_args(t)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.set_defaults(func=_cmd_train)
+
+    b = fsub.add_parser("benchmark", help="train and test several algorithms side by side: table and plot")
+    b.add_argument("--algos", default="protonet,maml,fomaml,anil", help="comma-separated algorithms")
+    _add_task_args(b)
+    _add_algo_args(b)
+    add_training_args(b)
+    b.set_defaults(func=_cmd_benchmark)
+
+    p = fsub.add_parser("predict", help="adapt a trained model to your support folder; label your queries")
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of 'fewshot train'")
+    p.add_argument("--support", required=True, help="folder with one sub-folder of images per class")
+    p.add_argument("--query", required=True, help="folder of query images")
+    p.add_argument("--invert", default="auto", choices=("auto", "yes", "no"),
+                   help="turn dark-on-light images into bright strokes on dark (default auto)")
+    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+

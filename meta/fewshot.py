@@ -1,0 +1,293 @@
+"""Few-shot experiments end to end: data and class splits, algorithm, meta-training, evaluation.
+
+:func:`run_fewshot` is what ``mtlmeta fewshot train`` runs; :func:`build_algorithm` and
+:func:`fewshot_data` are usable on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from meta.evaluation import evaluate
+from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
+from meta.protonet import ProtoNet
+from meta.reptile import Reptile
+from meta.trainer import MetaTrainer, MetaTrainerConfig
+from mtl.backbones import create_backbone
+from mtl.data.base import LabelledImages
+from mtl.errors import ConfigError, DatasetError
+from mtl.utils import (
+    Budget,
+    atomic_write_text,
+    check_new_output,
+    prepare_out_dir,
+    resolve_device,
+    seed_everything,
+)
+
+ALGORITHMS: dict[str, type[nn.Module]] = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "metasgd": MetaSGD,
+    "anil": ANIL,
+    "mamlpp": MAMLPlusPlus,
+    "reptile": Reptile,
+    "protonet": ProtoNet,
+}
+DATASETS = ("glyphs", "omniglot", "sinusoid")
+TEST_SEED = 20_170_000  # test tasks are the same for every training seed
+
+
+@dataclass
+class FewShotConfig:
+    """Everything that defines a few-shot run (the CLI's options)."""
+
+    algo: str = "protonet"
+    dataset: str = "glyphs"
+    root: str | None = None
+    backbone: str | None = None  # default: conv4 for images, mlp for sinusoid
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    ways: int = 5
+    train_ways: int | None = None  # ProtoNets often train with more ways than they test
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int | None = None
+    inner_steps: int = 1
+    eval_inner_steps: int | None = None
+    inner_lr: float | None = None
+    meta_lr: float = 1e-3
+    rotations: bool = True  # 90-degree rotations as extra training classes (omniglot)
+    glyph_classes: tuple[int, int, int] = (600, 100, 200)  # train / val / test glyph classes
+    validate_every: int = 100
+    validation_tasks: int = 100
+    test_tasks: int = 600
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)}, got {self.algo!r}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset == "sinusoid" and self.algo == "protonet":
+            raise ConfigError("algo 'protonet' classifies; it cannot run on the regression dataset 'sinusoid'")
+        for name in ("ways", "shots", "inner_steps", "validate_every", "validation_tasks", "test_tasks",
+                     "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.queries, int) or self.queries < 1:
+            raise ConfigError(f"queries must be a positive integer, got {self.queries!r}")
+        if self.inner_lr is not None and not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
+            raise ConfigError(f"inner_lr must be a finite number > 0, got {self.inner_lr!r}")
+        if self.test_tasks < 600:
+            pass  # allowed for quick runs; papers use >= 600 (documented in the CLI help)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.dataset == "sinusoid"
+
+    def resolved(self) -> FewShotConfig:
+        """A copy with per-algorithm defaults filled in (what is recorded in checkpoints)."""
+        cfg = FewShotConfig(**asdict(self))
+        cfg.glyph_classes = tuple(cfg.glyph_classes)  # type: ignore[assignment]
+        if cfg.backbone is None:
+            cfg.backbone = "mlp" if cfg.is_regression else "conv4"
+        if cfg.train_ways is None:
+            cfg.train_ways = cfg.ways
+        if cfg.meta_batch is None:
+            cfg.meta_batch = {"protonet": 1, "reptile": 5}.get(cfg.algo, 25 if cfg.is_regression else 16)
+        if cfg.inner_lr is None:
+            cfg.inner_lr = {"reptile": 0.1, "metasgd": 0.1}.get(cfg.algo, 0.01 if cfg.is_regression else 0.4)
+            if cfg.algo == "reptile" and cfg.is_regression:
+                cfg.inner_lr = 0.02
+        if cfg.eval_inner_steps is None:
+            cfg.eval_inner_steps = max(cfg.inner_steps, 3) if cfg.algo != "reptile" else 2 * cfg.inner_steps
+        return cfg
+
+
+def build_algorithm(cfg: FewShotConfig, image_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The algorithm object of ``cfg.algo`` over a fresh registry backbone."""
+    cfg = cfg.resolved()
+    kwargs = dict(cfg.backbone_kwargs)
+    if image_shape is not None and cfg.backbone != "mlp":
+        kwargs.setdefault("in_channels", image_shape[0])
+        kwargs.setdefault("image_size", image_shape[1])
+    elif image_shape is not None and cfg.backbone == "mlp" and not cfg.is_regression:
+        kwargs.setdefault("in_features", int(math.prod(image_shape)))
+    if cfg.algo == "protonet":
+        model = create_backbone(cfg.backbone, **kwargs)
+        return ProtoNet(model)
+    outputs = 1 if cfg.is_regression else cfg.train_ways
+    if cfg.train_ways != cfg.ways and not cfg.is_regression:
+        raise ConfigError(
+            f"train_ways={cfg.train_ways} differs from ways={cfg.ways}; only protonet can train and test "
+            "with different numbers of classes"
+        )
+    model = create_backbone(cfg.backbone, num_classes=outputs, track_running_stats=False, **kwargs) \
+        if cfg.backbone != "mlp" else create_backbone(cfg.backbone, num_classes=outputs, **kwargs)
+    loss = "mse" if cfg.is_regression else "cross_entropy"
+    common = {"inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
+              "eval_inner_steps": cfg.eval_inner_steps, "loss": loss}
+    return ALGORITHMS[cfg.algo](model, **common)
+
+
+def fewshot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[int]], str]:
+    """The labelled images, the disjoint train/val/test class ids, and a note on the split."""
+    if cfg.dataset == "glyphs":
+        from mtl.data.glyphs import make_glyphs
+
+        n_train, n_val, n_test = cfg.glyph_classes
+        data = make_glyphs(n_train + n_val + n_test, samples_per_class=20, seed=0)
+        ids = list(range(n_train + n_val + n_test))
+        splits = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val],
+                  "test": ids[n_train + n_val:]}
+        note = f"glyphs: {n_train}/{n_val}/{n_test} procedural classes (generator seed 0), 20 samples each"
+        return data, splits, note
+    if cfg.dataset == "omniglot":
+        return _omniglot_data(cfg)
+    raise ConfigError(f"dataset {cfg.dataset!r} has no images")
+
+
+def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[int]], str]:
+    from mtl.data.omniglot import SHARED_SUBSET_SPLIT, alphabet_split, load_omniglot
+
+    if cfg.root is None:
+        raise ConfigError("dataset 'omniglot' needs --root PATH (a folder with the official Omniglot zips)")
+    root = Path(cfg.root)
+    has = {name: any((root / f"images_{name}{ext}").exists() for ext in (".zip", ""))
+           for name in ("background", "evaluation", "background_small1", "background_small2")}
+    if has["background"] and has["evaluation"]:
+        data = load_omniglot(root, subsets=("background", "evaluation"))
+        names = data.attribute_names["alphabet"]
+        background = load_omniglot(root, subsets=("background",)).attribute_names["alphabet"]
+        test = [a for a in names if a not in background]
+        val = sorted(background)[-5:]
+        splits = alphabet_split(data, test_alphabets=test, val_alphabets=val)
+        note = "omniglot: Lake's split (evaluation alphabets for test), 5 background alphabets for validation"
+    elif has["background_small1"] or has["background_small2"]:
+        subsets = tuple(s for s in ("background_small1", "background_small2") if has[s])
+        data = load_omniglot(root, subsets=subsets)
+        splits = alphabet_split(data, test_alphabets=SHARED_SUBSET_SPLIT["test"],
+                                val_alphabets=SHARED_SUBSET_SPLIT["val"])
+        note = ("omniglot small subsets: alphabet-disjoint split, test = "
+                f"{', '.join(SHARED_SUBSET_SPLIT['test'])}, val = {', '.join(SHARED_SUBSET_SPLIT['val'])}")
+    else:
+        raise DatasetError(
+            f"no Omniglot found under root={str(root)!r}: expected images_background(.zip) and "
+            "images_evaluation(.zip), or images_background_small1/2(.zip)"
+        )
+    if cfg.rotations:
+        from mtl.data.rotations import add_rotated_classes, expand_class_ids
+
+        data = add_rotated_classes(data)
+        splits = {"train": expand_class_ids(splits["train"], 4),
+                  "val": [c * 4 for c in splits["val"]], "test": [c * 4 for c in splits["test"]]}
+        note += "; 90-degree rotations as extra training classes"
+    return data, splits, note
+
+
+class TaskSources:
+    """Fixed-by-index task sources for training, validation and test."""
+
+    def __init__(self, cfg: FewShotConfig, device: torch.device) -> None:
+        cfg = cfg.resolved()
+        self.cfg = cfg
+        self.device = device
+        self.eval_batch = 25
+        if cfg.is_regression:
+            from mtl.data.sinusoid import SinusoidTasks
+
+            self.note = "sinusoid: amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5] (Finn et al. 2017)"
+            self.image_shape = None
+            train, val, test = (SinusoidTasks(seed=s) for s in (cfg.seed, cfg.seed + 7919, TEST_SEED))
+            k, q, b = cfg.shots, cfg.queries, cfg.meta_batch
+
+            def span(i: int, n: int) -> range:
+                return range(i * n, (i + 1) * n)
+
+            self.train = lambda i: train.tasks(span(i, b), k, q).to(device)
+            self.val = lambda i: val.tasks(span(i, self.eval_batch), k, q).to(device)
+            self.test = lambda i: test.tasks(span(i, self.eval_batch), k, q).to(device)
+            return
+        from mtl.data.episodes import EpisodeSampler
+
+        data, splits, self.note = fewshot_data(cfg)
+        self.image_shape = data.image_shape
+        self.splits = splits
+        tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
+        va = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
+        te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
+        b = cfg.meta_batch
+        self.train = lambda i: tr.batch(i, b).to(device)
+        self.val = lambda i: va.batch(i, self.eval_batch).to(device)
+        self.test = lambda i: te.batch(i, self.eval_batch).to(device)
+
+
+def run_fewshot(
+    cfg: FewShotConfig,
+    budget: Budget,
+    out_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Meta-train, keep the best validation checkpoint, evaluate on ``test_tasks`` held-out tasks."""
+    cfg = cfg.resolved()
+    check_new_output(json_path, overwrite, what="--json")
+    out = prepare_out_dir(out_dir, resume=resume, overwrite=overwrite) if out_dir is not None else None
+    if resume and (out is None or not (out / "last.pt").is_file()):
+        raise ConfigError(f"--resume needs a previous run in --out, but {str(out_dir)!r} has no last.pt")
+    seed_everything(cfg.seed)
+    dev = resolve_device(device)
+    tasks = TaskSources(cfg, dev)
+    algo = build_algorithm(cfg, tasks.image_shape)
+    record = asdict(cfg)
+    record["glyph_classes"] = list(cfg.glyph_classes)
+    trainer = MetaTrainer(
+        algo, tasks.train, tasks.val,
+        MetaTrainerConfig(meta_lr=cfg.meta_lr, validate_every=cfg.validate_every,
+                          validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
+                          progress=progress, extra={"fewshot": record,
+                                                    "image_shape": list(tasks.image_shape or [])}),
+        out_dir=out, device=dev, higher_is_better=not cfg.is_regression,
+    )
+    if resume:
+        assert out is not None
+        trainer.resume(out / "last.pt")
+        log(f"resumed from {out / 'last.pt'} at iteration {trainer.iteration}")
+    log(f"{cfg.algo} on {tasks.note}; {cfg.ways}-way {cfg.shots}-shot, backbone {cfg.backbone}, device {dev}")
+    summary = trainer.fit(budget)
+    trainer.load_best()
+    start = time.perf_counter()
+    result = evaluate(trainer.algo, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks")
+    eval_seconds = time.perf_counter() - start
+    metric = "mse" if cfg.is_regression else "accuracy"
+    out_json = {
+        "algorithm": cfg.algo, "dataset": cfg.dataset, "backbone": cfg.backbone, "ways": cfg.ways,
+        "shots": cfg.shots, "queries": cfg.queries, "meta_batch": cfg.meta_batch,
+        "inner_steps": cfg.inner_steps, "eval_inner_steps": cfg.eval_inner_steps, "inner_lr": cfg.inner_lr,
+        "meta_iterations": summary["meta_iterations"], "train_seconds": round(summary["train_seconds"], 2),
+        "best_iteration": summary["best_iteration"], "test_tasks": int(result["num_tasks"]),
+        metric: result.get(metric, result.get("loss")), "ci95": result["ci95"],
+        "tasks_per_second": result["tasks_per_second"], "eval_seconds": round(eval_seconds, 2),
+        "split": tasks.note, "seed": cfg.seed,
+        "checkpoint": str(out / "best.pt") if out is not None and (out / "best.pt").exists() else None,
+    }
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(out_json, indent=2) + "\n")
+    if out is not None:
+        atomic_write_text(out / "result.json", json.dumps(out_json, indent=2) + "\n")
+    return out_json
