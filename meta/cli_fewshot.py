@@ -20,6 +20,10 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default: glyphs (built in)")
     g.add_argument("--root", default=None, help="folder with the dataset files (omniglot)")
     g.add_argument("--backbone", default=None, help="registry name (default conv4; mlp for sinusoid)")
+    g.add_argument("--backbone-kwargs", type=_json_object, default={}, metavar="JSON",
+                   help='extra backbone arguments, e.g. \'{"hidden": 32}\'')
+    g.add_argument("--glyph-classes", type=_class_counts, default=(600, 100, 200), metavar="TRAIN,VAL,TEST",
+                   help="glyphs: classes per split (default 600,100,200)")
     g.add_argument("--ways", type=positive_int_arg, default=5)
     g.add_argument("--train-ways", type=positive_int_arg, default=None, help="protonet: ways while training")
     g.add_argument("--shots", type=positive_int_arg, default=1)
@@ -29,6 +33,27 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-tasks", type=positive_int_arg, default=100)
     g.add_argument("--validate-every", type=positive_int_arg, default=100)
     g.add_argument("--checkpoint-every", type=positive_int_arg, default=100)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _class_counts(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    try:
+        counts = tuple(int(p) for p in parts)
+    except ValueError:
+        counts = ()
+    if len(counts) != 3 or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers TRAIN,VAL,TEST, got {text!r}")
+    return counts  # type: ignore[return-value]
 
 
 def _add_algo_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +67,8 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
     return FewShotConfig(
-        algo=algo, dataset=args.dataset, root=args.root, backbone=args.backbone, ways=args.ways,
+        algo=algo, dataset=args.dataset, root=args.root, backbone=args.backbone,
+        backbone_kwargs=args.backbone_kwargs, glyph_classes=args.glyph_classes, ways=args.ways,
         train_ways=args.train_ways, shots=args.shots, queries=args.queries, meta_batch=args.meta_batch,
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, inner_lr=args.inner_lr,
         meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,

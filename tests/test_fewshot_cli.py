@@ -1,0 +1,167 @@
+"""End-to-end few-shot runs through ``mtlmeta fewshot``: outputs, resume, predict, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from meta.fewshot import FewShotConfig, run_fewshot
+from mtl.cli import main
+from mtl.data.glyphs import make_glyphs
+from mtl.errors import CheckpointError
+from mtl.utils import Budget, load_checkpoint
+
+TINY = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
+        "--validation-tasks", "4", "--test-tasks", "6", "--no-progress"]
+
+
+def run(args, capsys=None):
+    code = main(["fewshot", *args])
+    return code, (capsys.readouterr() if capsys else None)
+
+
+def test_train_writes_json_checkpoints_and_plot(tmp_path, capsys):
+    out, js = tmp_path / "run", tmp_path / "r.json"
+    code, cap = run(["train", "--algo", "fomaml", "--budget-iterations", "4", "--validate-every", "2",
+                     "--meta-batch", "2", "--out", str(out), "--json", str(js), *TINY], capsys)
+    assert code == 0, cap.err
+    res = json.loads(js.read_text())
+    for key in ("algorithm", "dataset", "backbone", "ways", "shots", "queries", "meta_iterations",
+                "train_seconds", "test_tasks", "accuracy", "ci95", "tasks_per_second", "checkpoint"):
+        assert key in res
+    assert res["meta_iterations"] == 4 and res["test_tasks"] == 6 and 0 <= res["accuracy"] <= 1
+    assert {"best.pt", "last.pt", "metrics.csv", "learning_curve.png"} <= {p.name for p in out.iterdir()}
+    assert "accuracy" in cap.out
+
+
+def _final_params(out):
+    return load_checkpoint(out / "last.pt")["algo"]
+
+
+def test_resume_reaches_the_same_result(tmp_path):
+    cfg = FewShotConfig(algo="maml", glyph_classes=(12, 6, 6), backbone_kwargs={"hidden": 8}, queries=3,
+                        meta_batch=2, validation_tasks=4, test_tasks=6, validate_every=3, checkpoint_every=3)
+    full = run_fewshot(cfg, Budget(iterations=6), out_dir=tmp_path / "a", progress=False, log=lambda s: None)
+    run_fewshot(cfg, Budget(iterations=3), out_dir=tmp_path / "b", progress=False, log=lambda s: None)
+    resumed = run_fewshot(cfg, Budget(iterations=6), out_dir=tmp_path / "b", resume=True, progress=False,
+                          log=lambda s: None)
+    a, b = _final_params(tmp_path / "a"), _final_params(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["accuracy"] == full["accuracy"] and resumed["meta_iterations"] == 6
+
+
+def test_resume_with_other_configuration_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--algo", "fomaml", "--budget-iterations", "2", "--meta-batch", "2",
+                "--out", str(out), *TINY])[0] == 0
+    before = (out / "last.pt").read_bytes()
+    code, cap = run(["train", "--algo", "fomaml", "--budget-iterations", "4", "--meta-batch", "2",
+                     "--ways", "3", "--out", str(out), "--resume", *TINY], capsys)
+    assert code == 2 and "configuration differs" in cap.err and "ways" in cap.err
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, cap = run(["train", "--algo", "maml", "--inner-lr", "1e30", "--budget-iterations", "5",
+                     "--meta-batch", "2", "--out", str(out), *TINY], capsys)
+    assert code == 2
+    assert "at iteration 1" in cap.err and cap.err.count("\n") == 1
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path, capsys):
+    js = tmp_path / "r.json"
+    js.write_text("keep")
+    code, cap = run(["train", "--budget-iterations", "1", "--json", str(js), *TINY], capsys)
+    assert code == 2 and "already exists" in cap.err and js.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ways", "7"], "ways"),
+        (["--shots", "15", "--queries", "10"], "shots"),
+        (["--dataset", "omniglot", "--root", "/nonexistent/omniglot"], "root="),
+        (["--backbone", "conv5"], "did you mean conv4"),
+    ],
+)
+def test_impossible_requests_are_clear_errors(args, message, capsys):
+    code, cap = run(["train", "--budget-iterations", "1", *TINY, *args], capsys)
+    assert code == 2, cap.err
+    assert message in cap.err and cap.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--inner-lr", "0"), ("--inner-lr", "-1"), ("--ways", "0")])
+def test_argument_validation_exit_2(flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fewshot", "train", flag, value])
+    assert exc.value.code == 2
+    assert value in capsys.readouterr().err
+
+
+def _save_png(path, image, dark_on_light=True):
+    array = image.squeeze(0).numpy()
+    if dark_on_light:
+        array = 1.0 - array
+    Image.fromarray((array * 255).astype(np.uint8)).resize((64, 64)).save(path)
+
+
+@pytest.fixture(scope="module")
+def protonet_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("proto") / "run"
+    assert main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "3", "--validate-every", "1",
+                 "--out", str(out), *TINY]) == 0
+    return out / "best.pt"
+
+
+def test_predict_on_user_folders(tmp_path, protonet_checkpoint, capsys):
+    data = make_glyphs(3, samples_per_class=4, seed=5)
+    support, query = tmp_path / "support", tmp_path / "query"
+    for c, name in enumerate(["alpha", "beta", "gamma"]):
+        (support / name).mkdir(parents=True)
+        idx = (data.targets == c).nonzero().flatten()
+        for j in idx[:2]:
+            _save_png(support / name / f"{int(j)}.png", data.images[j])
+        query.mkdir(exist_ok=True)
+        _save_png(query / f"{name}_q.png", data.images[idx[3]])
+    js = tmp_path / "pred.json"
+    code, cap = run(["predict", "--checkpoint", str(protonet_checkpoint), "--support", str(support),
+                     "--query", str(query), "--json", str(js)], capsys)
+    assert code == 0, cap.err
+    pred = json.loads(js.read_text())
+    assert pred["classes"] == ["alpha", "beta", "gamma"]
+    assert sorted(p["file"] for p in pred["predictions"]) == ["alpha_q.png", "beta_q.png", "gamma_q.png"]
+    assert all(p["class"] in pred["classes"] and 0 < p["probability"] <= 1 for p in pred["predictions"])
+
+
+def test_predict_bad_folders(tmp_path, protonet_checkpoint, capsys):
+    support, query = tmp_path / "support", tmp_path / "query"
+    (support / "empty").mkdir(parents=True)
+    query.mkdir()
+    (query / "broken.png").write_bytes(b"not an image")
+    code, cap = run(["predict", "--checkpoint", str(protonet_checkpoint), "--support", str(support),
+                     "--query", str(query)], capsys)
+    assert code == 2 and "holds no images" in cap.err
+    (support / "empty" / "a.png").write_bytes(b"not an image either")
+    code, cap = run(["predict", "--checkpoint", str(protonet_checkpoint), "--support", str(support),
+                     "--query", str(query)], capsys)
+    assert code == 2 and "cannot read image" in cap.err
+
+
+def test_predict_refuses_unsafe_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": CheckpointError("pickled object")}, bad)
+    code, cap = run(["predict", "--checkpoint", str(bad), "--support", str(tmp_path), "--query", str(tmp_path)],
+                    capsys)
+    assert code == 2 and "refused" in cap.err
+
+
+def test_sinusoid_regression_run(tmp_path):
+    cfg = FewShotConfig(algo="maml", dataset="sinusoid", shots=5, queries=5, meta_batch=4, validation_tasks=10,
+                        test_tasks=20, validate_every=5)
+    res = run_fewshot(cfg, Budget(iterations=10), out_dir=tmp_path / "s", progress=False, log=lambda s: None)
+    assert "mse" in res and res["mse"] > 0 and res["backbone"] == "mlp"
