@@ -1,0 +1,31 @@
+"""meta: meta-learning, few-shot learning and self-training, built on :mod:`mtl`.
+
+Algorithms are small functional objects (torch.func; no module copies) with ``adapt`` for one
+task and ``outer_loss`` for the meta-update:
+
+- :class:`MAML` (Finn et al. 2017), :class:`FOMAML`, :class:`MetaSGD` (Li et al. 2017),
+  :class:`ANIL` (Raghu et al. 2020), :class:`MAMLPlusPlus` (Antoniou et al. 2019);
+- :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017);
+- :class:`MetaTrainer` for the outer loop and :func:`evaluate` for the papers' protocol
+  (600 held-out tasks, mean accuracy with a 95% confidence interval).
+"""
+
+from meta.evaluation import evaluate, mean_confidence_interval
+from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
+from meta.protonet import ProtoNet
+from meta.reptile import Reptile
+from meta.trainer import MetaTrainer, MetaTrainerConfig
+
+__all__ = [
+    "ANIL",
+    "FOMAML",
+    "MAML",
+    "MAMLPlusPlus",
+    "MetaSGD",
+    "MetaTrainer",
+    "MetaTrainerConfig",
+    "ProtoNet",
+    "Reptile",
+    "evaluate",
+    "mean_confidence_interval",
+]

@@ -1,0 +1,361 @@
+"""Shared inner-loop machinery for gradient-based meta-learning, built on :mod:`torch.func`.
+
+A model's parameters are handled as plain ``{name: tensor}`` dictionaries and evaluated with
+:func:`torch.func.functional_call`, so adapting to a task never copies or mutates the module
+(the functional form of MAML, Finn et al. 2017).  Inner-loop gradients come from
+:func:`torch.func.grad`; called on tensors that take part in an outer autograd graph, its
+result stays differentiable, which gives second-order meta-gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from mtl.errors import ConfigError
+
+ParamDict = dict[str, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+__all__ = [
+    "ParamDict",
+    "LossFn",
+    "AdaptedPredictor",
+    "check_positive_float",
+    "check_positive_int",
+    "check_task_batch",
+    "classification_accuracy",
+    "detach_params",
+    "functional_forward",
+    "has_running_stats",
+    "require_head",
+    "inner_loop",
+    "resolve_loss",
+    "select_params",
+    "training_mode",
+]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a float, raising :class:`ConfigError` unless it is finite and > 0.
+
+    Used for the inner learning rate of MAML (Finn et al. 2017) and its relatives.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` unchanged, raising :class:`ConfigError` unless it is an ``int`` >= 1.
+
+    Used for the number of inner steps of MAML (Finn et al. 2017) and Reptile (Nichol et al. 2018).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _shape(t: Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def check_task_batch(
+    support_x: Tensor, support_y: Tensor, query_x: Tensor | None = None, query_y: Tensor | None = None,
+    *, batched: bool,
+) -> None:
+    """Check the shapes of one task (``batched=False``) or a batch of tasks (leading task dim).
+
+    Support and query inputs must agree in their per-example shape, every input must have as
+    many examples as its labels, and batched inputs must share the task count.  Raises
+    :class:`ConfigError` naming the mismatch.  (Episodic few-shot format of Vinyals et al. 2016.)
+    """
+    lead = 2 if batched else 1
+    pairs = [("support", support_x, support_y)]
+    if query_x is not None or query_y is not None:
+        if query_x is None or query_y is None:
+            raise ConfigError("query_x and query_y must be given together, got only one of them")
+        pairs.append(("query", query_x, query_y))
+    for split, x, y in pairs:
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise ConfigError(f"{split}_x and {split}_y must be tensors, got {type(x).__name__}, "
+                              f"{type(y).__name__}")
+        if x.dim() < lead or y.dim() < lead:
+            want = "[B, n, ...]" if batched else "[n, ...]"
+            raise ConfigError(f"{split}_x/{split}_y must have shape {want}, got {_shape(x)} and {_shape(y)}")
+        if x.shape[:lead] != y.shape[:lead]:
+            what = "task and example counts" if batched else "example counts"
+            raise ConfigError(
+                f"{split}_x and {split}_y {what} differ: {_shape(x)} vs {_shape(y)}"
+            )
+        if x.shape[lead - 1] == 0:
+            raise ConfigError(f"{split} set is empty: {split}_x has shape {_shape(x)}")
+    if len(pairs) == 2:
+        sx, sy, qx, qy = support_x, support_y, query_x, query_y
+        if batched and sx.shape[0] != qx.shape[0]:  # type: ignore[union-attr]
+            raise ConfigError(f"support and query task counts differ: support_x {_shape(sx)} vs "
+                              f"query_x {_shape(qx)}")  # type: ignore[arg-type]
+        if sx.shape[lead:] != qx.shape[lead:] or sy.shape[lead:] != qy.shape[lead:]:  # type: ignore
+            raise ConfigError(
+                f"support and query example shapes differ: support_x {_shape(sx)} vs query_x "
+                f"{_shape(qx)}, support_y {_shape(sy)} vs query_y {_shape(qy)}"  # type: ignore[arg-type]
+            )
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    if y.is_floating_point() or y.is_complex():
+        raise ConfigError(f"loss 'cross_entropy' needs integer class labels, got dtype {y.dtype}")
+    return F.cross_entropy(logits, y)
+
+
+def _mse(out: Tensor, y: Tensor) -> Tensor:
+    if out.shape != y.shape:
+        raise ConfigError(f"loss 'mse' needs outputs and targets of one shape, got {_shape(out)} "
+                          f"vs {_shape(y)}")
+    return F.mse_loss(out, y.to(out.dtype))
+
+
+_LOSSES: dict[str, LossFn] = {"cross_entropy": _cross_entropy, "mse": _mse}
+
+
+def resolve_loss(loss: str | LossFn) -> tuple[LossFn, str]:
+    """Map ``"cross_entropy"``, ``"mse"`` or a callable ``(outputs, targets) -> scalar`` to a loss.
+
+    Returns the function and a display name.  The task losses of MAML (Finn et al. 2017):
+    cross-entropy for classification, mean squared error for regression.
+    """
+    if callable(loss):
+        return loss, getattr(loss, "__name__", type(loss).__name__)
+    if isinstance(loss, str) and loss in _LOSSES:
+        return _LOSSES[loss], loss
+    raise ConfigError(f"loss must be one of {sorted(_LOSSES)} or a callable, got {loss!r}")
+
+
+def classification_accuracy(logits: Tensor, y: Tensor) -> Tensor | None:
+    """Fraction of correct arg-max predictions, or ``None`` when ``y`` are not class labels.
+
+    The few-shot accuracy of Vinyals et al. 2016 / Finn et al. 2017, as a 0-dim tensor.
+    """
+    if y.is_floating_point() or y.is_complex() or logits.dim() != 2 or y.dim() != 1:
+        return None
+    return (logits.argmax(dim=-1) == y).to(logits.dtype).mean()
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def select_params(names: Iterable[str], pattern: str | None) -> list[str]:
+    """Names matched (``re.search``) by ``pattern``; all names when ``pattern`` is ``None``.
+
+    Chooses the parameters an inner loop adapts, e.g. ``r"^head\\."`` for ANIL (Raghu et al. 2020).
+    Raises :class:`ConfigError` when the regex is invalid or matches nothing.
+    """
+    names = list(names)
+    if pattern is None:
+        return names
+    if not isinstance(pattern, str):
+        raise ConfigError(f"adapt must be None or a regex string, got {pattern!r}")
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"adapt regex {pattern!r} is invalid: {exc}") from exc
+    chosen = [n for n in names if rx.search(n)]
+    if not chosen:
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise ConfigError(f"adapt regex {pattern!r} matches no parameter (parameters: {shown})")
+    return chosen
+
+
+def detach_params(params: Mapping[str, Tensor]) -> ParamDict:
+    """A copy of the dict whose tensors are detached from any autograd graph (no data copy).
+
+    How first-order MAML (Finn et al. 2017) and Reptile (Nichol et al. 2018) cut the outer graph.
+    """
+    return {k: v.detach() for k, v in params.items()}
+
+
+def has_running_stats(model: nn.Module) -> bool:
+    """Whether any BatchNorm-style layer of ``model`` keeps running statistics buffers.
+
+    Such models need care under MAML's batch-statistics convention (Finn et al. 2017).
+    """
+    return any(
+        isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats for m in model.modules()
+    )
+
+
+@contextmanager
+def training_mode(model: nn.Module, mode: bool = True) -> Iterator[nn.Module]:
+    """Context manager: put ``model`` in train (or eval) mode, restoring every submodule after.
+
+    MAML (Finn et al. 2017) normalises with batch statistics in training and at test; running the
+    functional forward in train mode gives that convention for models with running statistics too.
+    """
+    saved = [(m, m.training) for m in model.modules()]
+    if all(flag == mode for _, flag in saved):
+        yield model
+        return
+    model.train(mode)
+    try:
+        yield model
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def require_head(model: nn.Module, algorithm: str) -> None:
+    """Raise :class:`ConfigError` for a headless registry backbone given to a classifier-adapting
+    algorithm (MAML, Finn et al. 2017; Reptile, Nichol et al. 2018), which would otherwise adapt
+    raw features as if they were outputs."""
+    if getattr(model, "head", "absent") is None:
+        raise ConfigError(f"{algorithm} needs a backbone with a head (create_backbone(..., "
+                          "num_classes=N)), got a headless one")
+
+
+def functional_forward(
+    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor
+) -> Tensor:
+    """``model(x)`` evaluated with ``params`` (and ``buffers``) through ``functional_call``.
+
+    The model runs in train mode, i.e. BatchNorm uses the statistics of ``x`` (the MAML
+    convention, Finn et al. 2017).  Buffers are passed as fresh clones, so the in-place
+    running-statistics update of a BatchNorm that tracks them lands on a throw-away copy: the
+    module's own buffers are never modified.  Models without buffers pay nothing for this.
+    """
+    bufs = {k: v.clone() for k, v in buffers.items()} if buffers else {}
+    with training_mode(model, True):
+        return functional_call(model, (dict(params), bufs), (x,), strict=False, tie_weights=False)
+
+
+# --------------------------------------------------------------------------- inner loop
+
+StepLoss = Callable[[ParamDict, int], Tensor]
+StepLr = Callable[[int, str], "float | Tensor"]
+
+
+def inner_loop(
+    step_loss: StepLoss,
+    params: Mapping[str, Tensor],
+    adapt_names: Iterable[str],
+    steps: int,
+    lr: StepLr,
+    *,
+    first_order: bool = False,
+    track: bool = True,
+    step_params: Callable[[ParamDict, int], ParamDict] | None = None,
+) -> list[ParamDict]:
+    """Run ``steps`` gradient steps ``theta <- theta - lr * grad`` on the adapted subset of ``params``.
+
+    This is the inner loop of MAML (Finn et al. 2017) and its variants: Meta-SGD (Li et al. 2017)
+    and MAML++ LSLR (Antoniou et al. 2019) pass learning rates as tensors through ``lr``; ANIL
+    (Raghu et al. 2020) passes only the head's names in ``adapt_names``.
+
+    Args:
+        step_loss: ``(full_params, step) -> scalar`` support loss evaluated at inner step ``step``.
+        params: the starting (meta-learned) parameters, all of them.
+        adapt_names: names of the parameters the loop updates; the others stay as given.
+        steps: number of inner updates (>= 1).
+        lr: ``(step, name) -> learning rate`` (a float or a tensor broadcastable to the param).
+        first_order: drop second-order terms (FOMAML): inner gradients are computed on detached
+            parameters, so the returned params depend on ``params`` only through the identity
+            path (and on tensor learning rates through ``- lr * g``).
+        track: keep the outer graph at all; ``False`` detaches ``params`` first (evaluation).
+        step_params: optional ``(full_params, step) -> full_params`` hook applied before each
+            step's loss (MAML++ per-step BatchNorm swaps in step ``step``'s weights here).
+
+    Returns:
+        ``steps + 1`` full parameter dicts: the start, then the params after each update.
+    """
+    names = list(adapt_names)
+    current: ParamDict = dict(params) if track else detach_params(params)
+    history = [current]
+    for step in range(steps):
+        adapted = {n: current[n] for n in names}
+        fixed = {k: v for k, v in current.items() if k not in adapted}
+        if first_order or not track:
+            adapted_in = detach_params(adapted)
+            fixed_in = detach_params(fixed)
+        else:
+            adapted_in, fixed_in = adapted, fixed
+
+        def loss_of(a: ParamDict, fixed_in: ParamDict = fixed_in, step: int = step) -> Tensor:
+            full = {**fixed_in, **a}
+            if step_params is not None:
+                full = step_params(full, step)
+            return step_loss(full, step)
+
+        grads = grad(loss_of)(adapted_in)
+        new = dict(current)
+        for n in names:
+            new[n] = current[n] - lr(step, n) * grads[n]
+        current = new
+        history.append(current)
+    return history
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+class AdaptedPredictor:
+    """The result of adapting to one task: a model plus task-specific parameters.
+
+    ``predictor(x)`` runs ``model`` through :func:`torch.func.functional_call` with
+    ``predictor.params`` (the adapted parameters of MAML, Finn et al. 2017), or, when
+    ``prototypes`` is set, returns ProtoNet logits (Snell et al. 2017) computed from the
+    embedding of ``x``.  It holds references only, never modifies the model, and can be used
+    after the algorithm object that produced it is gone.
+
+    Attributes:
+        model: the module whose structure is evaluated.
+        params: every parameter of ``model`` by name (adapted ones replaced).
+        buffers: the buffers passed to ``functional_call`` (cloned per call; never updated).
+        logits_fn: optional ``(outputs) -> logits`` post-processing (used by ProtoNets).
+        prototypes: class prototypes ``[N, D]`` for metric-based predictors, else ``None``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Mapping[str, Tensor],
+        buffers: Mapping[str, Tensor] | None = None,
+        logits_fn: Callable[[Tensor], Tensor] | None = None,
+        prototypes: Tensor | None = None,
+        forward: Callable[[nn.Module, Mapping[str, Tensor], Mapping[str, Tensor], Tensor], Tensor]
+        | None = None,
+    ) -> None:
+        self.model = model
+        self.params: ParamDict = dict(params)
+        self.buffers: ParamDict = dict(buffers or {})
+        self.logits_fn = logits_fn
+        self.prototypes = prototypes
+        self._forward = forward or functional_forward
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Outputs (logits for classifiers) of the adapted model on a batch ``x``."""
+        out = self._forward(self.model, self.params, self.buffers, x)
+        return out if self.logits_fn is None else self.logits_fn(out)
+
+    def __repr__(self) -> str:
+        kind = "prototypes" if self.prototypes is not None else "params"
+        return f"AdaptedPredictor({type(self.model).__name__}, {len(self.params)} params, {kind})"
+
+
+def as_float(value: Any) -> float:
+    """``float(value)`` for tensors and numbers alike: the metrics of every algorithm here (MAML,
+    Finn et al. 2017; Reptile; ProtoNets) are reported as Python floats."""
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)

@@ -1,0 +1,161 @@
+"""Prototypical Networks (Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot Learning").
+
+A class is represented by the mean embedding (prototype) of its support examples; a query is
+classified by a softmax over negative squared Euclidean distances to the prototypes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from meta.functional import AdaptedPredictor, as_float, check_task_batch
+from mtl.errors import ConfigError
+
+__all__ = ["ProtoNet", "prototypes", "prototype_logits"]
+
+_DISTANCES = ("euclidean", "cosine")
+
+
+def prototypes(embeddings: Tensor, labels: Tensor) -> Tensor:
+    """Class prototypes ``[N, D]``: the mean embedding of each class ``0..N-1`` (Snell et al. 2017, eq. 1).
+
+    ``N`` is ``labels.max() + 1``; every class must have at least one example, else
+    :class:`ConfigError` names the missing ones.
+    """
+    if labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
+        raise ConfigError(f"support_y must be a 1-D tensor of integer class labels, got dtype "
+                          f"{labels.dtype} shape {tuple(labels.shape)}")
+    if int(labels.min()) < 0:
+        raise ConfigError(f"support_y labels must be in 0..N-1, got {int(labels.min())}")
+    n = int(labels.max()) + 1
+    onehot = F.one_hot(labels, n).to(embeddings.dtype)  # [S, N]
+    counts = onehot.sum(0)
+    if bool((counts == 0).any()):
+        missing = [i for i in range(n) if counts[i] == 0]
+        raise ConfigError(f"support_y must contain every class 0..{n - 1}; missing {missing}")
+    return onehot.t() @ embeddings / counts.unsqueeze(1)
+
+
+def prototype_logits(
+    queries: Tensor, protos: Tensor, distance: str = "euclidean", cosine_scale: float = 10.0
+) -> Tensor:
+    """Logits ``[Q, N]`` of queries ``[Q, D]`` against prototypes ``[N, D]`` (Snell et al. 2017, eq. 2).
+
+    ``"euclidean"``: negative squared Euclidean distances (the paper's choice);
+    ``"cosine"``: ``cosine_scale`` times cosine similarity (the scale keeps the softmax from
+    being nearly uniform, since cosines lie in [-1, 1]).
+    """
+    if distance == "euclidean":
+        return -(queries.unsqueeze(1) - protos.unsqueeze(0)).pow(2).sum(-1)
+    if distance == "cosine":
+        return cosine_scale * F.normalize(queries, dim=-1) @ F.normalize(protos, dim=-1).t()
+    raise ConfigError(f"distance must be one of {list(_DISTANCES)}, got {distance!r}")
+
+
+class ProtoNet(nn.Module):
+    """Prototypical Networks (Snell et al. 2017) on a headless registry backbone.
+
+    Args:
+        model: an embedding network, e.g. ``create_backbone("conv4")`` (no ``num_classes``).
+            Its outputs are flattened to vectors.
+        distance: ``"euclidean"`` (squared, as in the paper) or ``"cosine"``.
+        cosine_scale: multiplier of cosine similarities for ``distance="cosine"`` (> 0).
+
+    The model is used as an ordinary module: in train mode BatchNorm uses batch statistics and
+    updates its running statistics (if it tracks them), in eval mode it uses them, as in
+    standard ProtoNet training. :func:`meta.evaluation.evaluate` switches to eval mode.
+    Each task's support and query examples are embedded in one forward pass, as in the paper.
+    """
+
+    def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if distance not in _DISTANCES:
+            raise ConfigError(f"distance must be one of {list(_DISTANCES)}, got {distance!r}")
+        if isinstance(cosine_scale, bool) or not isinstance(cosine_scale, (int, float)) or not (
+            cosine_scale > 0 and cosine_scale != float("inf")
+        ):
+            raise ConfigError(f"cosine_scale must be a finite number > 0, got {cosine_scale!r}")
+        if getattr(model, "head", None) is not None:
+            raise ConfigError("ProtoNet needs a headless backbone (create it without num_classes), "
+                              f"got a head with {getattr(model, 'num_classes', '?')} outputs")
+        self.model = model
+        self.distance = distance
+        self.cosine_scale = float(cosine_scale)
+
+    def _embed(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+        out = self.model(x) if params is None else functional_call(self.model, dict(params), (x,))
+        return out.flatten(1)
+
+    def _logits(self, emb: Tensor, protos: Tensor) -> Tensor:
+        return prototype_logits(emb, protos, self.distance, self.cosine_scale)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> AdaptedPredictor:
+        """Embed one task's support set (no task dim) and return a prototype predictor (Snell et al. 2017).
+
+        ``predictor(x)`` embeds ``x`` with ``predictor.params`` (the model's own parameters;
+        ProtoNets do not adapt weights) and returns logits against ``predictor.prototypes``
+        (negative squared distances for ``"euclidean"``). Prototypes stay differentiable when
+        grad mode is on.
+        """
+        check_task_batch(support_x, support_y, batched=False)
+        params = dict(self.model.named_parameters())
+        protos = prototypes(self._embed(params, support_x), support_y)
+
+        def logits_fn(emb: Tensor) -> Tensor:
+            return self._logits(emb.flatten(1), protos)
+
+        def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(model, dict(p), (x,))
+
+        return AdaptedPredictor(self.model, params, None, logits_fn, protos, forward)
+
+    def _task(self, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
+        if qy.is_floating_point() or qy.is_complex():
+            raise ConfigError(f"ProtoNet needs integer class labels, got query_y dtype {qy.dtype}")
+        emb = self._embed(None, torch.cat([sx, qx]))
+        protos = prototypes(emb[: sx.shape[0]], sy)
+        logits = self._logits(emb[sx.shape[0]:], protos)
+        if int(qy.max()) >= protos.shape[0] or int(qy.min()) < 0:
+            raise ConfigError(f"query_y labels must be in 0..{protos.shape[0] - 1} (the support classes), "
+                              f"got {int(qy.min())}..{int(qy.max())}")
+        loss = F.cross_entropy(logits, qy)
+        acc = (logits.detach().argmax(-1) == qy).to(logits.dtype).mean()
+        return loss, acc
+
+    def outer_loss(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
+        iteration: int | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Mean over tasks of the query cross-entropy against support prototypes (Snell et al. 2017).
+
+        Inputs have a leading task dim. Metrics: ``loss``, ``accuracy``. ``iteration`` is
+        accepted for API symmetry and unused.
+        """
+        check_task_batch(support_x, support_y, query_x, query_y, batched=True)
+        losses, accs = zip(*(self._task(support_x[b], support_y[b], query_x[b], query_y[b])
+                             for b in range(support_x.shape[0])))
+        loss = torch.stack(losses).mean()
+        return loss, {"loss": as_float(loss), "accuracy": as_float(torch.stack(accs).mean())}
+
+    def evaluate_task(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> dict[str, float]:
+        """Query ``loss`` and ``accuracy`` of one task (no task dim), without a graph (Snell et al. 2017).
+
+        Runs in the module's current mode; :func:`meta.evaluation.evaluate` uses eval mode.
+        """
+        check_task_batch(support_x, support_y, query_x, query_y, batched=False)
+        with torch.no_grad():
+            loss, acc = self._task(support_x, support_y, query_x, query_y)
+        return {"loss": as_float(loss), "accuracy": as_float(acc)}
+
+    def extra_repr(self) -> str:
+        extra = f", cosine_scale={self.cosine_scale}" if self.distance == "cosine" else ""
+        return f"distance={self.distance!r}{extra}"

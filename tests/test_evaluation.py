@@ -1,0 +1,139 @@
+"""meta.evaluation: confidence intervals and the few-shot evaluation loop."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from meta.evaluation import evaluate, mean_confidence_interval
+from meta.maml import MAML
+from meta.protonet import ProtoNet
+from mtl import create_backbone
+from mtl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_mean_confidence_interval_hand_computed():
+    # mean 2.5; sample variance ((1.5^2 + 0.5^2) * 2) / 3 = 5/3; half-width 1.96 * sqrt(5/3) / 2
+    mean, half = mean_confidence_interval([1, 2, 3, 4])
+    assert mean == 2.5
+    assert half == pytest.approx(1.96 * math.sqrt(5 / 3) / 2, rel=1e-12)
+    assert half == pytest.approx(1.2651746, abs=1e-7)
+    # 600 accuracies, half right and half wrong: s = sqrt(600 * 0.25 / 599)
+    mean, half = mean_confidence_interval([0.0, 1.0] * 300)
+    assert mean == 0.5 and half == pytest.approx(1.96 * math.sqrt(150 / 599) / math.sqrt(600), rel=1e-12)
+    assert mean_confidence_interval([3.0, 3.0, 3.0]) == (3.0, 0.0)
+    assert mean_confidence_interval(torch.tensor([0.5, 0.7])) == pytest.approx((0.6, 1.96 * 0.1))
+    z90 = 1.6448536269514722
+    assert mean_confidence_interval([1, 2, 3, 4], confidence=0.9)[1] == pytest.approx(
+        z90 * math.sqrt(5 / 3) / 2, rel=1e-9)
+
+
+def test_mean_confidence_interval_edge_cases():
+    mean, half = mean_confidence_interval([0.8])
+    assert mean == 0.8 and math.isnan(half)
+    with pytest.raises(ConfigError, match="at least one value"):
+        mean_confidence_interval([])
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=f"confidence must be in \\(0, 1\\), got {bad}"):
+            mean_confidence_interval([1.0, 2.0], confidence=bad)
+
+
+class FakeAlgo(torch.nn.Module):
+    """Records the tasks it sees; accuracy is the first support value of the task."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.modes = []
+
+    def evaluate_task(self, support_x, support_y, query_x, query_y):
+        self.seen.append(float(support_x[0]))
+        self.modes.append(self.training)
+        return {"loss": 1.0 - float(support_x[0]), "accuracy": float(support_x[0])}
+
+
+def fake_source(batch=4):
+    def source(index):
+        values = torch.tensor([(index * batch + i) % 2 for i in range(batch)], dtype=torch.float32)
+        sx = values[:, None].repeat(1, 3)
+        return SimpleNamespace(support_x=sx, support_y=torch.zeros(batch, 3, dtype=torch.long),
+                               query_x=sx, query_y=torch.zeros(batch, 3, dtype=torch.long))
+    return source
+
+
+def test_evaluate_counts_tasks_and_restores_mode():
+    algo = FakeAlgo()
+    algo.train()
+    result = evaluate(algo, fake_source(4), num_tasks=10, batch_size=4, progress=False)
+    assert algo.seen == [0, 1] * 5  # 10 tasks in order, the last batch cut short
+    assert algo.modes == [False] * 10 and algo.training
+    assert result["num_tasks"] == 10
+    assert result["accuracy"] == 0.5 and result["loss"] == 0.5
+    assert result["ci95"] == pytest.approx(mean_confidence_interval([0, 1] * 5)[1])
+    assert result["tasks_per_second"] > 0
+
+
+def test_evaluate_errors():
+    algo = FakeAlgo()
+    with pytest.raises(ConfigError, match="num_tasks must be an integer >= 1, got 0"):
+        evaluate(algo, fake_source(), num_tasks=0, progress=False)
+    with pytest.raises(ConfigError, match="returned 4 tasks, expected batch_size=5"):
+        evaluate(algo, fake_source(4), num_tasks=8, batch_size=5, progress=False)
+    with pytest.raises(ConfigError, match="without attributes query_x, query_y"):
+        evaluate(algo, lambda i: SimpleNamespace(support_x=torch.zeros(2, 1), support_y=torch.zeros(2, 1)),
+                 num_tasks=2, progress=False)
+    with pytest.raises(ConfigError, match="evaluate_task method"):
+        evaluate(object(), fake_source(), progress=False)
+
+
+def make_batch(index, tasks=4, ways=3, shots=2, queries=4, dim=4):
+    g = torch.Generator().manual_seed(1000 + index)
+    centres = torch.randn(tasks, ways, dim, generator=g) * 2
+
+    def draw(n):
+        y = torch.arange(ways).repeat_interleave(n)
+        return centres[:, y] + 0.5 * torch.randn(tasks, ways * n, dim, generator=g), y.expand(tasks, -1)
+
+    sx, sy = draw(shots)
+    qx, qy = draw(queries)
+    return SimpleNamespace(support_x=sx, support_y=sy, query_x=qx, query_y=qy)
+
+
+def test_evaluate_real_algorithms_is_deterministic():
+    torch.manual_seed(0)
+    maml = MAML(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                eval_inner_steps=3)
+    proto = ProtoNet(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=None))
+    for algo in (maml, proto):
+        first = evaluate(algo, make_batch, num_tasks=6, progress=False)
+        second = evaluate(algo, make_batch, num_tasks=6, batch_size=4, progress=True)
+        assert first["accuracy"] == second["accuracy"] and first["ci95"] == second["ci95"]
+        assert 0.0 <= first["accuracy"] <= 1.0 and first["num_tasks"] == 6
+        assert set(first) == {"accuracy", "loss", "ci95", "num_tasks", "tasks_per_second"}
+
+
+def test_evaluate_regression_reports_mse():
+    torch.manual_seed(0)
+    algo = MAML(create_backbone("mlp", hidden=(8,)), inner_lr=0.01, loss="mse")
+
+    def source(index):
+        g = torch.Generator().manual_seed(index)
+        x = torch.rand(2, 10, 1, generator=g) * 10 - 5
+        amp = torch.rand(2, 1, 1, generator=g) * 4.9 + 0.1
+        y = amp * torch.sin(x)
+        return SimpleNamespace(support_x=x[:, :5], support_y=y[:, :5], query_x=x[:, 5:], query_y=y[:, 5:])
+
+    result = evaluate(algo, source, num_tasks=5, progress=False)
+    assert "accuracy" not in result and result["mse"] == result["loss"] > 0
+    assert math.isfinite(result["ci95"])
