@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 from typing import Any
 
 import torch
 
-from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, build_algorithm, run_fewshot
+from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
 from mtl.cli import add_training_args, positive_float_arg, positive_int_arg
-from mtl.errors import CheckpointError, ConfigError
-from mtl.utils import Budget, atomic_write_text, check_new_output, load_checkpoint
+from mtl.errors import ConfigError
+from mtl.utils import Budget, atomic_write_text, check_new_output
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -115,23 +114,52 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from meta.evaluation import evaluate
+    from meta.fewshot import TaskSources, load_fewshot_checkpoint
+    from mtl.utils import resolve_device
+
+    check_new_output(args.json, args.overwrite, what="--json")
+    device = resolve_device(args.device)
+    cfg, algo, _ = load_fewshot_checkpoint(args.checkpoint, device)
+    changes = {k: getattr(args, k) for k in ("ways", "shots", "queries", "eval_inner_steps", "root")
+               if getattr(args, k) is not None}
+    if "ways" in changes and changes["ways"] != cfg.ways and cfg.algo != "protonet":
+        raise ConfigError(f"this {cfg.algo} model was meta-trained {cfg.ways}-way; it cannot be tested "
+                          f"{changes['ways']}-way (only protonet can)")
+    if cfg.algo == "protonet":
+        changes["train_ways"] = changes.get("ways", cfg.ways)
+    test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
+    if "eval_inner_steps" in changes and hasattr(algo, "eval_inner_steps"):
+        algo.eval_inner_steps = changes["eval_inner_steps"]
+    tasks = TaskSources(test_cfg, device)
+    result = evaluate(algo, tasks.test, num_tasks=args.test_tasks, progress=not args.no_progress,
+                      desc="test tasks")
+    res = {"algorithm": cfg.algo, "dataset": test_cfg.dataset, "backbone": test_cfg.backbone,
+           "ways": test_cfg.ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
+           "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
+           "tasks_per_second": result["tasks_per_second"], "checkpoint": str(args.checkpoint),
+           "split": tasks.note, "meta_iterations": None, "train_seconds": 0.0}
+    metric = "mse" if test_cfg.is_regression else "accuracy"
+    res[metric] = result.get(metric, result.get("loss"))
+    scale, unit = (1, "") if metric == "mse" else (100, "%")
+    print(f"{cfg.algo} {test_cfg.ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
+          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from meta.fewshot import load_fewshot_checkpoint
     from meta.images import load_query_folder, load_support_folder
 
     check_new_output(args.json, args.overwrite, what="--json")
-    state = load_checkpoint(args.checkpoint)
-    extra = state.get("config", {}).get("extra", {})
-    if "fewshot" not in extra:
-        raise CheckpointError(f"checkpoint {args.checkpoint!r} was not written by 'mtlmeta fewshot train'")
-    known = {f.name for f in fields(FewShotConfig)}
-    record = {k: v for k, v in extra["fewshot"].items() if k in known}
-    record["glyph_classes"] = tuple(record.get("glyph_classes", (600, 100, 200)))
-    cfg = FewShotConfig(**record)
-    if cfg.dataset == "sinusoid":
+    cfg, algo, image_shape = load_fewshot_checkpoint(args.checkpoint)
+    if cfg.dataset == "sinusoid" or image_shape is None:
         raise ConfigError("predict works on image classifiers; this checkpoint is a sinusoid regressor")
-    image_shape = tuple(extra["image_shape"])
-    algo = build_algorithm(cfg, image_shape)
-    algo.load_state_dict(state["algo"])
     algo.eval()
     support_x, support_y, class_names = load_support_folder(args.support, image_shape, args.invert)
     query_x, query_names = load_query_folder(args.query, image_shape, args.invert)
@@ -177,6 +205,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_algo_args(b)
     add_training_args(b)
     b.set_defaults(func=_cmd_benchmark)
+
+    e = fsub.add_parser("evaluate", help="test a trained checkpoint on held-out tasks (other ways/shots too)")
+    e.add_argument("--checkpoint", required=True, help="best.pt or last.pt of 'fewshot train'")
+    e.add_argument("--ways", type=positive_int_arg, default=None, help="default: as trained")
+    e.add_argument("--shots", type=positive_int_arg, default=None, help="default: as trained")
+    e.add_argument("--queries", type=positive_int_arg, default=None, help="default: as trained")
+    e.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="default: as trained")
+    e.add_argument("--root", default=None, help="dataset folder, if it moved since training")
+    e.add_argument("--test-tasks", type=positive_int_arg, default=600)
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    e.add_argument("--json", default=None, metavar="PATH")
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--threads", type=positive_int_arg, default=None)
+    e.set_defaults(func=_cmd_evaluate)
 
     p = fsub.add_parser("predict", help="adapt a trained model to your support folder; label your queries")
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of 'fewshot train'")

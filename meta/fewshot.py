@@ -233,6 +233,32 @@ class TaskSources:
         self.test = lambda i: te.batch(i, self.eval_batch).to(device)
 
 
+def load_fewshot_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[FewShotConfig, nn.Module, tuple[int, ...] | None]:
+    """Rebuild the algorithm of a ``fewshot train`` checkpoint: its config, the loaded algorithm, image shape."""
+    from dataclasses import fields
+
+    from mtl.errors import CheckpointError
+    from mtl.utils import load_checkpoint
+
+    state = load_checkpoint(path, map_location=device)
+    extra = state.get("config", {}).get("extra", {}) if isinstance(state.get("config"), dict) else {}
+    if "fewshot" not in extra or "algo" not in state:
+        raise CheckpointError(f"checkpoint {str(path)!r} was not written by 'mtlmeta fewshot train'")
+    known = {f.name for f in fields(FewShotConfig)}
+    record = {k: v for k, v in extra["fewshot"].items() if k in known}
+    record["glyph_classes"] = tuple(record.get("glyph_classes", (600, 100, 200)))
+    cfg = FewShotConfig(**record)
+    image_shape = tuple(extra.get("image_shape") or ()) or None
+    algo = build_algorithm(cfg, image_shape)
+    try:
+        algo.load_state_dict(state["algo"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its own configuration: {exc}") from exc
+    return cfg, algo.to(device), image_shape
+
+
 def run_fewshot(
     cfg: FewShotConfig,
     budget: Budget,

@@ -59,6 +59,8 @@ def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | 
                    help="stop training after this many iterations")
     g.add_argument("--overwrite", action="store_true", help="allow replacing existing outputs")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--threads", type=positive_int_arg, default=None,
+                   help="CPU threads for torch (default: torch's choice)")
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
@@ -147,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mtlmeta`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

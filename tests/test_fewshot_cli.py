@@ -165,3 +165,20 @@ def test_sinusoid_regression_run(tmp_path):
                         test_tasks=20, validate_every=5)
     res = run_fewshot(cfg, Budget(iterations=10), out_dir=tmp_path / "s", progress=False, log=lambda s: None)
     assert "mse" in res and res["mse"] > 0 and res["backbone"] == "mlp"
+
+
+def test_evaluate_checkpoint_at_other_ways_and_shots(tmp_path, protonet_checkpoint, capsys):
+    js = tmp_path / "e.json"
+    code, cap = run(["evaluate", "--checkpoint", str(protonet_checkpoint), "--ways", "3", "--shots", "2",
+                     "--queries", "2", "--test-tasks", "5", "--no-progress", "--json", str(js)], capsys)
+    assert code == 0, cap.err
+    res = json.loads(js.read_text())
+    assert (res["ways"], res["shots"], res["test_tasks"]) == (3, 2, 5) and 0 <= res["accuracy"] <= 1
+
+
+def test_evaluate_maml_at_other_ways_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1",
+                "--out", str(out), *TINY])[0] == 0
+    code, cap = run(["evaluate", "--checkpoint", str(out / "last.pt"), "--ways", "3"], capsys)
+    assert code == 2 and "meta-trained 5-way" in cap.err
