@@ -32,6 +32,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-tasks", type=positive_int_arg, default=100)
     g.add_argument("--validate-every", type=positive_int_arg, default=100)
     g.add_argument("--checkpoint-every", type=positive_int_arg, default=100)
+    g.add_argument("--snapshot-seconds", type=positive_float_arg, nargs="*", default=(),
+                   help="also keep best_<S>s.pt, the best model within S seconds (for fixed-budget reports)")
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, inner_lr=args.inner_lr,
         meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,
         validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
-        checkpoint_every=args.checkpoint_every, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
     )
 
 

@@ -71,6 +71,7 @@ class FewShotConfig:
     validation_tasks: int = 100
     test_tasks: int = 600
     checkpoint_every: int = 100
+    snapshot_seconds: tuple[float, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -282,10 +283,12 @@ def run_fewshot(
     algo = build_algorithm(cfg, tasks.image_shape)
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
+    record.pop("snapshot_seconds", None)  # not part of the run's identity: may change on resume
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,
         MetaTrainerConfig(meta_lr=cfg.meta_lr, validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
+                          snapshot_seconds=tuple(cfg.snapshot_seconds),
                           progress=progress, extra={"fewshot": record,
                                                     "image_shape": list(tasks.image_shape or [])}),
         out_dir=out, device=dev, higher_is_better=not cfg.is_regression,

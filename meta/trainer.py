@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtl.errors import CheckpointError, ConfigError
-from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves, save_checkpoint
+from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves, save_checkpoint
 
 
 class TaskBatch(Protocol):
@@ -54,6 +54,7 @@ class MetaTrainerConfig:
     validate_every: int = 100
     validation_tasks: int = 100
     checkpoint_every: int = 100
+    snapshot_seconds: tuple[float, ...] = ()  # also keep best_<s>s.pt: the best model within s seconds
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints, compared on resume
 
@@ -125,6 +126,7 @@ class MetaTrainer:
     def _config_record(self) -> dict[str, Any]:
         record = asdict(self.config)
         record.pop("progress", None)
+        record.pop("snapshot_seconds", None)
         return record
 
     def state_dict(self) -> dict[str, Any]:
@@ -242,6 +244,7 @@ class MetaTrainer:
                     self.log.log(row)
                 if self.iteration % cfg.checkpoint_every == 0:
                     self.save("last.pt")
+                self._snapshots(budget.elapsed())
                 bar.update(1)
         finally:
             bar.close()
@@ -255,6 +258,16 @@ class MetaTrainer:
             "best_val_score": None if self.best_score is None else (
                 self.best_score if self.higher_is_better else -self.best_score),
         }
+
+    def _snapshots(self, elapsed: float) -> None:
+        """Copy best.pt to best_<s>s.pt once the run's wall time passes each snapshot mark."""
+        if self.out_dir is None:
+            return
+        for mark in self.config.snapshot_seconds:
+            target = self.out_dir / f"best_{mark:g}s.pt"
+            best = self.out_dir / "best.pt"
+            if elapsed >= mark and not target.exists() and best.is_file():
+                atomic_write_bytes(target, best.read_bytes())
 
     def plot(self) -> Path | None:
         """Learning curve: training loss and validation metric against iteration."""
