@@ -47,7 +47,7 @@ def test_truncated_and_corrupted_are_detected(tmp_path):
 
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"x": Evil()}, path)
+    torch.save({"x": Evil()}, path, pickle_protocol=2)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     path.write_bytes(pickle.dumps({"x": Evil()}))
