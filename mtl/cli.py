@@ -117,6 +117,10 @@ def _builtin_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_datasets)
 
+    from mtl.multitask.cli import register as register_multitask
+
+    register_multitask(sub)
+
 
 def _plugin_commands() -> list[tuple[str, Register]]:
     found = []

@@ -50,7 +50,7 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"x": Evil()}, path, pickle_protocol=2)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
-    path.write_bytes(pickle.dumps({"x": Evil()}))
+    path.write_bytes(pickle.dumps({"x": Evil()}, protocol=2))
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
 
