@@ -298,7 +298,9 @@ def run_fewshot(
         trainer.resume(out / "last.pt")
         log(f"resumed from {out / 'last.pt'} at iteration {trainer.iteration}")
     log(f"{cfg.algo} on {tasks.note}; {cfg.ways}-way {cfg.shots}-shot, backbone {cfg.backbone}, device {dev}")
+    cpu_start = time.process_time()
     summary = trainer.fit(budget)
+    train_cpu_seconds = time.process_time() - cpu_start
     trainer.load_best()
     start = time.perf_counter()
     result = evaluate(trainer.algo, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks")
@@ -309,6 +311,7 @@ def run_fewshot(
         "shots": cfg.shots, "queries": cfg.queries, "meta_batch": cfg.meta_batch,
         "inner_steps": cfg.inner_steps, "eval_inner_steps": cfg.eval_inner_steps, "inner_lr": cfg.inner_lr,
         "meta_iterations": summary["meta_iterations"], "train_seconds": round(summary["train_seconds"], 2),
+        "train_cpu_seconds_this_process": round(train_cpu_seconds, 1), "threads": torch.get_num_threads(),
         "best_iteration": summary["best_iteration"], "test_tasks": int(result["num_tasks"]),
         metric: result.get(metric, result.get("loss")), "ci95": result["ci95"],
         "tasks_per_second": result["tasks_per_second"], "eval_seconds": round(eval_seconds, 2),
