@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mtl import __version__
 
     parser.add_argument("--version", action="version", version=f"mtlmeta {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a module first, e.g. one that registers your own backbones (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _builtin_commands(sub)
@@ -149,9 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_user_modules(argv: list[str]) -> None:
+    """Import ``--import MODULE`` modules before parsing, so what they register is known."""
+    import importlib
+
+    for i, arg in enumerate(argv):
+        name = None
+        if arg == "--import" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--import="):
+            name = arg.split("=", 1)[1]
+        if name:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                print(f"mtlmeta: error: --import {name!r} failed: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mtlmeta`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _import_user_modules(argv)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         import torch

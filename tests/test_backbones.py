@@ -114,3 +114,36 @@ def test_wrong_input_shape_names_both_shapes():
     model = create_backbone("conv4")
     with pytest.raises(ConfigError, match="conv4 expects inputs of 1x28x28, got 3x84x84"):
         model(torch.randn(1, 3, 84, 84))
+
+
+def test_torchvision_wrapper_with_a_stand_in_module(monkeypatch):
+    """The torchvision adapter (resnet18's fc becomes our head), checked without torchvision installed."""
+    import sys
+    import types
+
+    from mtl.backbones import models, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # restored after the test
+    monkeypatch.setattr(registry, "_DESCRIPTIONS", dict(registry._DESCRIPTIONS))
+
+    class FakeResNet(nn.Module):
+        def __init__(self, weights=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(4, 1000)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.pool(self.conv1(x))))
+
+    fake = types.ModuleType("torchvision")
+    fake.models = types.SimpleNamespace(resnet18=FakeResNet, resnet34=FakeResNet, resnet50=FakeResNet)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.models", fake.models)
+    models._register_torchvision()
+    net = create_backbone("resnet18", num_classes=2, image_size=32)
+    assert net.out_features == 4 and isinstance(net.features.fc, nn.Identity)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+    gray = create_backbone("resnet18", in_channels=1, image_size=28)
+    assert gray(torch.randn(2, 1, 28, 28)).shape == (2, 4)

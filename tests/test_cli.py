@@ -36,3 +36,25 @@ def test_console_script_bad_argument_exit_code():
     proc = subprocess.run([sys.executable, "-m", "mtl.cli", "nonsense"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_import_option_registers_user_backbones(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_backbones.py").write_text(
+        "from torch import nn\n"
+        "from mtl.backbones import Backbone, register_backbone\n"
+        "@register_backbone('user_tiny', overwrite=True)\n"
+        "def user_tiny(num_classes=None):\n"
+        "    '''A user's own backbone.'''\n"
+        "    return Backbone(nn.Flatten(), 784, (1, 28, 28), num_classes)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--import", "my_backbones", "backbones", "user*"]) == 0
+    assert "user_tiny" in capsys.readouterr().out
+
+
+def test_import_of_missing_module_is_exit_2(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--import", "no_such_module_xyz", "backbones"])
+    assert exc.value.code == 2 and "no_such_module_xyz" in capsys.readouterr().err
