@@ -15,14 +15,6 @@ from mtl import create_backbone
 from mtl.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_mean_confidence_interval_hand_computed():
     # mean 2.5; sample variance ((1.5^2 + 0.5^2) * 2) / 3 = 5/3; half-width 1.96 * sqrt(5/3) / 2
     mean, half = mean_confidence_interval([1, 2, 3, 4])

@@ -15,16 +15,6 @@ from mtl import create_backbone
 from mtl.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and oversubscribed OpenMP threads make
-    # them orders of magnitude slower when other processes share the CPU.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_mlp(dtype=torch.float64, classes=3, activation="tanh"):
     return create_backbone("mlp", in_features=4, hidden=(6,), num_classes=classes,
                            activation=activation).to(dtype)

@@ -13,14 +13,6 @@ from mtl import create_backbone
 from mtl.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_mlp(dtype=torch.float64, classes=3):
     return create_backbone("mlp", in_features=4, hidden=(6,), num_classes=classes,
                            activation="tanh").to(dtype)
