@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
-from mtl.cli import add_training_args, positive_float_arg, positive_int_arg
+from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
 from mtl.errors import ConfigError
 from mtl.utils import Budget, atomic_write_text, check_new_output
 
@@ -19,7 +19,7 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default: glyphs (built in)")
     g.add_argument("--root", default=None, help="folder with the dataset files (omniglot)")
     g.add_argument("--backbone", default=None, help="registry name (default conv4; mlp for sinusoid)")
-    g.add_argument("--backbone-kwargs", type=_json_object, default={}, metavar="JSON",
+    g.add_argument("--backbone-kwargs", type=json_object_arg, default={}, metavar="JSON",
                    help='extra backbone arguments, e.g. \'{"hidden": 32}\'')
     g.add_argument("--glyph-classes", type=_class_counts, default=(600, 100, 200), metavar="TRAIN,VAL,TEST",
                    help="glyphs: classes per split (default 600,100,200)")
@@ -34,16 +34,6 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=positive_int_arg, default=100)
     g.add_argument("--snapshot-seconds", type=positive_float_arg, nargs="*", default=(),
                    help="also keep best_<S>s.pt, the best model within S seconds (for fixed-budget reports)")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def _class_counts(text: str) -> tuple[int, int, int]:

@@ -46,6 +46,17 @@ def positive_float_arg(text: str) -> float:
     return value
 
 
+def json_object_arg(text: str) -> dict:
+    """argparse type: a JSON object such as ``'{"hidden": 32}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | None = None) -> None:
     """The options every training subcommand shares: seed, device, outputs, budget, progress."""
     g = parser.add_argument_group("run")
