@@ -18,6 +18,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tasks")
     g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default: glyphs (built in)")
     g.add_argument("--root", default=None, help="folder with the dataset files (omniglot)")
+    g.add_argument("--download", action="store_true",
+                   help="omniglot: fetch the official zips into --root when missing (MD5-checked)")
     g.add_argument("--backbone", default=None, help="registry name (default conv4; mlp for sinusoid)")
     g.add_argument("--backbone-kwargs", type=json_object_arg, default={}, metavar="JSON",
                    help='extra backbone arguments, e.g. \'{"hidden": 32}\'')
@@ -58,7 +60,7 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
     return FewShotConfig(
-        algo=algo, dataset=args.dataset, root=args.root, backbone=args.backbone,
+        algo=algo, dataset=args.dataset, root=args.root, download=args.download, backbone=args.backbone,
         backbone_kwargs=args.backbone_kwargs, glyph_classes=args.glyph_classes, ways=args.ways,
         train_ways=args.train_ways, shots=args.shots, queries=args.queries, meta_batch=args.meta_batch,
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, inner_lr=args.inner_lr,

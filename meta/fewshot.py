@@ -54,6 +54,7 @@ class FewShotConfig:
     algo: str = "protonet"
     dataset: str = "glyphs"
     root: str | None = None
+    download: bool = False  # fetch the official Omniglot zips into root when missing
     backbone: str | None = None  # default: conv4 for images, mlp for sinusoid
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     ways: int = 5
@@ -165,6 +166,11 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
     if cfg.root is None:
         raise ConfigError("dataset 'omniglot' needs --root PATH (a folder with the official Omniglot zips)")
     root = Path(cfg.root)
+    if cfg.download and not any((root / f"images_{n}{e}").exists()
+                                for n in ("background", "background_small1") for e in (".zip", "")):
+        from mtl.data.omniglot import download_omniglot
+
+        download_omniglot(root, ("background", "evaluation"))
     has = {name: any((root / f"images_{name}{ext}").exists() for ext in (".zip", ""))
            for name in ("background", "evaluation", "background_small1", "background_small2")}
     if has["background"] and has["evaluation"]:
@@ -283,7 +289,8 @@ def run_fewshot(
     algo = build_algorithm(cfg, tasks.image_shape)
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
-    record.pop("snapshot_seconds", None)  # not part of the run's identity: may change on resume
+    for key in ("snapshot_seconds", "download"):  # not part of the run's identity
+        record.pop(key, None)
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,
         MetaTrainerConfig(meta_lr=cfg.meta_lr, validate_every=cfg.validate_every,

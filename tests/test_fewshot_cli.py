@@ -182,3 +182,15 @@ def test_evaluate_maml_at_other_ways_is_refused(tmp_path, capsys):
                 "--out", str(out), *TINY])[0] == 0
     code, cap = run(["evaluate", "--checkpoint", str(out / "last.pt"), "--ways", "3"], capsys)
     assert code == 2 and "meta-trained 5-way" in cap.err
+
+
+def test_download_without_network_fails_fast_naming_root(tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    code, cap = run(["train", "--dataset", "omniglot", "--root", str(tmp_path / "omni"), "--download",
+                     "--budget-iterations", "1", "--no-progress"], capsys)
+    assert code == 2 and "root=" in cap.err and cap.err.count("\n") == 1
