@@ -22,29 +22,31 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from meta import MAML, MetaTrainer, MetaTrainerConfig
 from meta.evaluation import mean_confidence_interval
 from mtl.backbones import create_backbone
 from mtl.data import SinusoidTasks
-from mtl.utils import Budget, seed_everything
+from mtl.utils import Budget, load_checkpoint, save_checkpoint, seed_everything
 
 STEPS = list(range(11))
 
 
 def mse_after_steps(model, lr, tasks, steps=STEPS):
-    """Mean query MSE (with 95% CI) after each number of SGD fine-tuning steps, over ``tasks``."""
-    algo = MAML(model, inner_lr=lr, inner_steps=1, loss="mse").eval()
+    """Mean query MSE (with 95% CI) after each number of plain SGD fine-tuning steps, over ``tasks``."""
     per_step = {k: [] for k in steps}
+    start = {n: p.detach() for n, p in model.named_parameters()}
     for i in range(tasks.num_tasks):
         sx, sy, qx, qy = tasks.support_x[i], tasks.support_y[i], tasks.query_x[i], tasks.query_y[i]
-        for k in steps:
-            if k == 0:
+        params = {n: p.clone().requires_grad_() for n, p in start.items()}
+        for k in range(max(steps) + 1):
+            if k in per_step:
                 with torch.no_grad():
-                    pred = model(qx)
-            else:
-                pred = algo.adapt(sx, sy, steps=k)(qx).detach()
-            per_step[k].append(float(F.mse_loss(pred, qy)))
+                    per_step[k].append(float(F.mse_loss(functional_call(model, params, (qx,)), qy)))
+            loss = F.mse_loss(functional_call(model, params, (sx,)), sy)
+            grads = torch.autograd.grad(loss, list(params.values()))
+            params = {n: (p - lr * g).detach().requires_grad_() for (n, p), g in zip(params.items(), grads)}
     return {k: mean_confidence_interval(v) for k, v in per_step.items()}
 
 
@@ -56,6 +58,7 @@ def main() -> None:
     p.add_argument("--test-tasks", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/sinusoid")
+    p.add_argument("--reuse", action="store_true", help="load the models trained by a previous run from --out")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -67,27 +70,36 @@ def main() -> None:
 
     seed_everything(args.seed)
     maml = MAML(create_backbone("mlp"), inner_lr=0.01, inner_steps=1, loss="mse")
-    trainer = MetaTrainer(
-        maml, lambda i: train_tasks.tasks(range(i * b, (i + 1) * b), k, k), None,
-        MetaTrainerConfig(meta_lr=1e-3, grad_clip=None, progress=True),
-    )
-    start = time.perf_counter()
-    trainer.fit(Budget(iterations=args.iterations))
-    maml_seconds = time.perf_counter() - start
-
-    seed_everything(args.seed)
     pretrained = create_backbone("mlp")
-    opt = torch.optim.Adam(pretrained.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for i in range(args.iterations):  # joint regression on the same tasks and points
-        batch = train_tasks.tasks(range(i * b, (i + 1) * b), k, k)
-        x = torch.cat([batch.support_x, batch.query_x], 1).reshape(-1, 1)
-        y = torch.cat([batch.support_y, batch.query_y], 1).reshape(-1, 1)
-        loss = F.mse_loss(pretrained(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    pre_seconds = time.perf_counter() - start
+    saved = out / "models.pt"
+    if args.reuse and saved.is_file():
+        state = load_checkpoint(saved)
+        maml.model.load_state_dict(state["maml"])
+        pretrained.load_state_dict(state["pretrained"])
+        maml_seconds, pre_seconds = state["maml_seconds"], state["pretrained_seconds"]
+    else:
+        trainer = MetaTrainer(
+            maml, lambda i: train_tasks.tasks(range(i * b, (i + 1) * b), k, k), None,
+            MetaTrainerConfig(meta_lr=1e-3, grad_clip=None, progress=True),
+        )
+        start = time.perf_counter()
+        trainer.fit(Budget(iterations=args.iterations))
+        maml_seconds = time.perf_counter() - start
+
+        seed_everything(args.seed)
+        opt = torch.optim.Adam(pretrained.parameters(), lr=1e-3)
+        start = time.perf_counter()
+        for i in range(args.iterations):  # joint regression on the same tasks and points
+            batch = train_tasks.tasks(range(i * b, (i + 1) * b), k, k)
+            x = torch.cat([batch.support_x, batch.query_x], 1).reshape(-1, 1)
+            y = torch.cat([batch.support_y, batch.query_y], 1).reshape(-1, 1)
+            loss = F.mse_loss(pretrained(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pre_seconds = time.perf_counter() - start
+        save_checkpoint(saved, {"maml": maml.model.state_dict(), "pretrained": pretrained.state_dict(),
+                                "maml_seconds": maml_seconds, "pretrained_seconds": pre_seconds})
 
     lrs = [0.001, 0.003, 0.01, 0.02, 0.05]
     val_mse = {lr: mse_after_steps(pretrained, lr, val, [1, 10])[10][0] for lr in lrs}

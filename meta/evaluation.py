@@ -29,7 +29,8 @@ def mean_confidence_interval(values: Iterable[float], confidence: float = 0.95) 
     1.96`` for ``confidence=0.95`` (exactly the value the papers use; other levels use the
     normal quantile). ``s`` is the sample standard deviation (``n - 1`` denominator; MAML's
     reference code divides by ``n``, a difference of ``sqrt(n/(n-1))``, 0.08% at n=600). With a
-    single value the half-width is ``nan`` (no spread can be estimated). Values may be tensors
+    single value the half-width is ``nan`` (no spread can be estimated); a non-finite value (a
+    diverged task) gives a mean of ``inf`` (or ``nan``) and a ``nan`` half-width. Values may be tensors
     or numbers; an empty input or a confidence outside (0, 1) raises :class:`ConfigError`.
     """
     vals = [float(v) for v in values]
@@ -37,11 +38,15 @@ def mean_confidence_interval(values: Iterable[float], confidence: float = 0.95) 
         raise ConfigError("mean_confidence_interval needs at least one value, got none")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    if not all(math.isfinite(v) for v in vals):  # a diverged task: no finite mean or spread
+        bad = [v for v in vals if not math.isfinite(v)]
+        return (math.nan if any(math.isnan(v) for v in bad) else math.inf), math.nan
     mean = math.fsum(vals) / len(vals)
     if len(vals) == 1:
         return mean, float("nan")
     z = 1.96 if confidence == 0.95 else statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    return mean, z * statistics.stdev(vals) / math.sqrt(len(vals))
+    variance = math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, z * math.sqrt(variance) / math.sqrt(len(vals))
 
 
 def _tasks_in(batch: Any, index: int) -> int:

@@ -129,3 +129,10 @@ def test_evaluate_regression_reports_mse():
     result = evaluate(algo, source, num_tasks=5, progress=False)
     assert "accuracy" not in result and result["mse"] == result["loss"] > 0
     assert math.isfinite(result["ci95"])
+
+
+def test_confidence_interval_with_a_diverged_task():
+    mean, half = mean_confidence_interval([0.5, float("inf"), 0.7])
+    assert mean == math.inf and math.isnan(half)
+    mean, half = mean_confidence_interval([0.5, float("nan")])
+    assert math.isnan(mean) and math.isnan(half)
