@@ -128,7 +128,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
     if "eval_inner_steps" in changes and hasattr(algo, "eval_inner_steps"):
         algo.eval_inner_steps = changes["eval_inner_steps"]
-    tasks = TaskSources(test_cfg, device)
+    tasks = TaskSources(test_cfg, device, test_only=True)
     result = evaluate(algo, tasks.test, num_tasks=args.test_tasks, progress=not args.no_progress,
                       desc="test tasks")
     res = {"algorithm": cfg.algo, "dataset": test_cfg.dataset, "backbone": test_cfg.backbone,

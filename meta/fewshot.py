@@ -206,7 +206,7 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
 class TaskSources:
     """Fixed-by-index task sources for training, validation and test."""
 
-    def __init__(self, cfg: FewShotConfig, device: torch.device) -> None:
+    def __init__(self, cfg: FewShotConfig, device: torch.device, test_only: bool = False) -> None:
         cfg = cfg.resolved()
         self.cfg = cfg
         self.device = device
@@ -231,13 +231,15 @@ class TaskSources:
         data, splits, self.note = fewshot_data(cfg)
         self.image_shape = data.image_shape
         self.splits = splits
+        te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
+        self.test = lambda i: te.batch(i, self.eval_batch).to(device)
+        if test_only:
+            return
         tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
         va = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
-        te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
         b = cfg.meta_batch
         self.train = lambda i: tr.batch(i, b).to(device)
         self.val = lambda i: va.batch(i, self.eval_batch).to(device)
-        self.test = lambda i: te.batch(i, self.eval_batch).to(device)
 
 
 def load_fewshot_checkpoint(
