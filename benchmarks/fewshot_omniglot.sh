@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 ROOT="${ROOT:-../shared/data/omniglot-original}"
 OUT="${1:-runs/omni}"
 BUDGET="${BUDGET:-3600}"
+CLOCK="${CLOCK:-wall}"   # CLOCK=cpu counts each run's CPU time instead (robust to other jobs on the machine)
 if [ ! -f "$ROOT/images_background_small1.zip" ]; then
   echo "skipped: Omniglot not found at ROOT=$ROOT (set ROOT to a folder with the official zips)"; exit 0
 fi
 MTL=.venv/bin/mtlmeta
-COMMON=(--dataset omniglot --root "$ROOT" --budget-seconds "$BUDGET" --snapshot-seconds 600 --threads 1 --no-progress)
+COMMON=(--dataset omniglot --root "$ROOT" --budget-seconds "$BUDGET" --budget-clock "$CLOCK" --snapshot-seconds 600 --threads 1 --no-progress)
 mkdir -p "$OUT"
 $MTL fewshot train --algo protonet --train-ways 20 --ways 5 --shots 1 --queries 15 \
   --validate-every 200 --validation-tasks 200 --checkpoint-every 200 "${COMMON[@]}" \

@@ -81,7 +81,7 @@ def run_benchmark(args: argparse.Namespace, algos: list[str], configs: list[FewS
     results, run_dirs = [], []
     for algo, cfg in zip(algos, configs):
         run_dir = out / algo
-        budget = Budget(seconds=seconds, iterations=args.budget_iterations)
+        budget = Budget(seconds=seconds, iterations=args.budget_iterations, clock=args.budget_clock)
         res = run_fewshot(cfg, budget, out_dir=run_dir, device=args.device, overwrite=args.overwrite,
                           progress=not args.no_progress)
         results.append(res)

@@ -72,8 +72,8 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
 
 def _budget(args: argparse.Namespace, default_seconds: float) -> Budget:
     if args.budget_seconds is None and args.budget_iterations is None:
-        return Budget(seconds=default_seconds)
-    return Budget(seconds=args.budget_seconds, iterations=args.budget_iterations)
+        return Budget(seconds=default_seconds, clock=args.budget_clock)
+    return Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
 
 
 def _print_result(res: dict[str, Any]) -> None:

@@ -68,6 +68,8 @@ def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | 
                    help="stop training after this many seconds")
     g.add_argument("--budget-iterations", type=positive_int_arg, default=None,
                    help="stop training after this many iterations")
+    g.add_argument("--budget-clock", default="wall", choices=("wall", "cpu"),
+                   help="what --budget-seconds counts: wall time, or this process's CPU time (default wall)")
     g.add_argument("--overwrite", action="store_true", help="allow replacing existing outputs")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--threads", type=positive_int_arg, default=None,

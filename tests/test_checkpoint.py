@@ -107,3 +107,12 @@ def test_csv_logger_resumes(tmp_path):
     assert again.column("iteration") == [1, 2, 3, 4, 5]
     again.truncate_after(3)
     assert CSVLogger(tmp_path / "m.csv").column("loss") == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_cpu_clock_budget():
+    budget = Budget(seconds=0.05, clock="cpu")
+    while not budget.exhausted(0):
+        sum(i * i for i in range(1000))  # burn CPU time
+    assert budget.elapsed() >= 0.05
+    with pytest.raises(ConfigError, match="budget clock must be one of wall, cpu"):
+        Budget(seconds=1, clock="gpu")

@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace, problem: MultiTaskProblem, arch: str, arch_
         trainer.resume(out_dir / "last.pt")
     budget = None
     if args.budget_seconds is not None or args.budget_iterations is not None:
-        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations)
+        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
     summary = trainer.fit(budget, restore_best=True)
     test = trainer.evaluate(problem.test)
     return summary, test, {"backbone": backbone, "backbone_kwargs": bkw, **model.describe()}

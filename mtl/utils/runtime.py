@@ -51,15 +51,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+CLOCKS = ("wall", "cpu")
+
+
 @dataclass
 class Budget:
-    """Stop training after ``seconds`` of wall time or ``iterations`` steps, whichever comes first."""
+    """Stop training after ``seconds`` or ``iterations`` steps, whichever comes first.
+
+    ``clock="wall"`` counts elapsed wall time; ``clock="cpu"`` counts this process's CPU time
+    (all its threads), which stays comparable when other jobs share the machine.
+    """
 
     seconds: float | None = None
     iterations: int | None = None
-    _start: float = field(default_factory=time.perf_counter, repr=False)
+    clock: str = "wall"
+    _start: float = field(default=0.0, repr=False)
+
+    def _now(self) -> float:
+        return time.process_time() if self.clock == "cpu" else time.perf_counter()
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"budget clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        self._start = self._now()
         if self.seconds is None and self.iterations is None:
             raise ConfigError("a budget needs seconds or iterations (got neither)")
         if self.seconds is not None and not self.seconds > 0:
@@ -69,11 +83,11 @@ class Budget:
 
     def restart(self) -> None:
         """Start the clock now."""
-        self._start = time.perf_counter()
+        self._start = self._now()
 
     def elapsed(self) -> float:
-        """Seconds since the clock started."""
-        return time.perf_counter() - self._start
+        """Seconds (of the chosen clock) since the clock started."""
+        return self._now() - self._start
 
     def exhausted(self, iteration: int) -> bool:
         """Whether ``iteration`` completed steps (or the elapsed time) use up the budget."""
