@@ -35,6 +35,7 @@ setup(
         "console_scripts": ["mtlmeta=mtl.cli:main"],
         "mtlmeta.commands": [
             "fewshot=meta.cli_fewshot:register",
+            "selftrain=meta.cli_selftrain:register",
         ],
     },
     classifiers=[

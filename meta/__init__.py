@@ -6,6 +6,7 @@ task and ``outer_loss`` for the meta-update:
 - :class:`MAML` (Finn et al. 2017), :class:`FOMAML`, :class:`MetaSGD` (Li et al. 2017),
   :class:`ANIL` (Raghu et al. 2020), :class:`MAMLPlusPlus` (Antoniou et al. 2019);
 - :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017);
+- :func:`self_train` and :func:`pseudo_label_online` (self-training with pseudo-labels);
 - :class:`MetaTrainer` for the outer loop and :func:`evaluate` for the papers' protocol
   (600 held-out tasks, mean accuracy with a 95% confidence interval).
 """
@@ -14,6 +15,7 @@ from meta.evaluation import evaluate, mean_confidence_interval
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
 from meta.protonet import ProtoNet
 from meta.reptile import Reptile
+from meta.selftrain import OnlineConfig, SelfTrainConfig, pseudo_label_online, select_pseudo_labels, self_train
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 
 __all__ = [
@@ -26,6 +28,11 @@ __all__ = [
     "MetaTrainerConfig",
     "ProtoNet",
     "Reptile",
+    "OnlineConfig",
+    "SelfTrainConfig",
     "evaluate",
     "mean_confidence_interval",
+    "pseudo_label_online",
+    "select_pseudo_labels",
+    "self_train",
 ]

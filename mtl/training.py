@@ -23,6 +23,9 @@ from mtl.utils.runtime import Budget
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(model, x, y, index) -> loss`` for one mini-batch; ``index`` are the samples' positions."""
 
+StepHook = Callable[[nn.Module, int], None]
+"""``(model, step) -> None``, called after every optimizer step (e.g. to update an EMA teacher)."""
+
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -69,6 +72,7 @@ def train_classifier(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     weight_decay: float = 0.0,
     batch_loss: BatchLoss = cross_entropy_loss,
+    after_step: StepHook | None = None,
     val: LabelledImages | None = None,
     budget: Budget | None = None,
     seed: int = 0,
@@ -80,6 +84,7 @@ def train_classifier(
 
     Only parameters with ``requires_grad`` are optimised, so frozen layers get no optimizer
     state. A non-finite loss stops training with a :class:`ConfigError` naming the step.
+    ``after_step(model, step)`` runs after each optimizer step (``step`` counts from 1).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -119,6 +124,8 @@ def train_classifier(
                 loss.backward()
                 opt.step()
                 history.steps += 1
+                if after_step is not None:
+                    after_step(model, history.steps)
                 total += float(loss.detach()) * len(index)
                 count += len(index)
                 bar.update(1)
