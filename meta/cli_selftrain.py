@@ -40,16 +40,6 @@ RUN_FILES = ("metrics.csv", "curves.png", "model.pt")
 TEST_SPLIT_SEED = 12_345  # the glyph test split is the same for every training seed
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(p) for p in text.split(",") if p.strip()]
@@ -216,7 +206,7 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``selftrain`` subcommand (pseudo-label self-training, Lee 2013; Yarowsky 1995)."""
-    from mtl.cli import add_training_args, positive_float_arg, positive_int_arg
+    from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
 
     p = sub.add_parser("selftrain", help="self-training with pseudo-labels (round-based or online, Lee 2013)",
                        description=__doc__.split("\n")[0])
@@ -240,7 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use a random subset of this many sheet images (by --seed)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default="conv4", help="registry name (default conv4)")
-    g.add_argument("--backbone-kwargs", type=_json_object, default={}, metavar="JSON",
+    g.add_argument("--backbone-kwargs", type=json_object_arg, default={}, metavar="JSON",
                    help='extra backbone arguments, e.g. \'{"hidden": 32}\'')
     g = p.add_argument_group("self-training")
     g.add_argument("--method", default="rounds", choices=("rounds", "online"),

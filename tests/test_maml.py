@@ -8,6 +8,7 @@ import higher
 import pytest
 import torch
 import torch.nn.functional as F
+from fewshot_helpers import gaussian_tasks, mean_accuracy
 
 from meta.functional import AdaptedPredictor, inner_loop
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, msl_weights
@@ -445,26 +446,6 @@ def test_shape_errors():
 
 
 # --------------------------------------------------------------------------- learning
-
-
-def gaussian_tasks(gen, tasks, ways=5, shots=5, queries=10, informative=4, nuisance=6):
-    """Few-shot tasks: per-task random class centres in a few dims plus high-variance noise dims."""
-    centres = torch.randn(tasks, ways, informative, generator=gen)
-
-    def draw(n):
-        y = torch.arange(ways).repeat_interleave(n)
-        signal = centres[:, y] + 0.3 * torch.randn(tasks, ways * n, informative, generator=gen)
-        noise = 2.0 * torch.randn(tasks, ways * n, nuisance, generator=gen)
-        return torch.cat([signal, noise], -1), y.expand(tasks, -1).contiguous()
-
-    sx, sy = draw(shots)
-    qx, qy = draw(queries)
-    return sx, sy, qx, qy
-
-
-def mean_accuracy(algo, tasks):
-    return sum(algo.evaluate_task(*(t[b] for t in tasks))["accuracy"] for b in range(tasks[0].shape[0])) \
-        / tasks[0].shape[0]
 
 
 def test_maml_learns_gaussian_few_shot():
