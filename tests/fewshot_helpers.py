@@ -2,6 +2,8 @@
 
 import torch
 
+from mtl import create_backbone
+
 
 def gaussian_tasks(gen, tasks, ways=5, shots=5, queries=10, informative=4, nuisance=6):
     """Few-shot tasks: per-task random class centres in a few dims plus high-variance noise dims."""
@@ -21,3 +23,17 @@ def gaussian_tasks(gen, tasks, ways=5, shots=5, queries=10, informative=4, nuisa
 def mean_accuracy(algo, tasks):
     n = tasks[0].shape[0]
     return sum(algo.evaluate_task(*(t[b] for t in tasks))["accuracy"] for b in range(n)) / n
+
+
+def tiny_conv(dtype=torch.float64, classes=3):
+    return create_backbone("conv4", in_channels=1, image_size=16, hidden=4, num_classes=classes,
+                           track_running_stats=False).to(dtype)
+
+
+def make_tasks(shape, tasks=2, n_support=6, n_query=9, classes=3, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(tasks, n_support, *shape, generator=g, dtype=dtype)
+    qx = torch.randn(tasks, n_query, *shape, generator=g, dtype=dtype)
+    sy = torch.arange(n_support).remainder(classes).expand(tasks, -1).contiguous()
+    qy = torch.randint(0, classes, (tasks, n_query), generator=g)
+    return sx, sy, qx, qy

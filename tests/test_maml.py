@@ -8,7 +8,7 @@ import higher
 import pytest
 import torch
 import torch.nn.functional as F
-from fewshot_helpers import gaussian_tasks, mean_accuracy
+from fewshot_helpers import gaussian_tasks, make_tasks, mean_accuracy, tiny_conv
 
 from meta.functional import AdaptedPredictor, inner_loop
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, msl_weights
@@ -19,20 +19,6 @@ from mtl.errors import ConfigError
 def tiny_mlp(dtype=torch.float64, classes=3, activation="tanh"):
     return create_backbone("mlp", in_features=4, hidden=(6,), num_classes=classes,
                            activation=activation).to(dtype)
-
-
-def tiny_conv(dtype=torch.float64, classes=3):
-    return create_backbone("conv4", in_channels=1, image_size=16, hidden=4, num_classes=classes,
-                           track_running_stats=False).to(dtype)
-
-
-def make_tasks(shape, tasks=2, n_support=6, n_query=9, classes=3, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.randn(tasks, n_support, *shape, generator=g, dtype=dtype)
-    qx = torch.randn(tasks, n_query, *shape, generator=g, dtype=dtype)
-    sy = torch.arange(n_support).remainder(classes).expand(tasks, -1).contiguous()
-    qy = torch.randint(0, classes, (tasks, n_query), generator=g)
-    return sx, sy, qx, qy
 
 
 def meta_grads(algo, tasks, **kw):
