@@ -507,6 +507,18 @@ def _class_alphabets(dataset: LabelledImages) -> dict[int, int]:
     return mapping
 
 
+def _check_test_val(kind: str, test: list, val: list, available: list) -> None:
+    """Validate held-out ``test`` / ``val`` alphabets or drawers against the ``available`` ones."""
+    if not test:
+        raise ConfigError(f"test_{kind}s must name at least one {kind}; got none")
+    for value in test + val:
+        if value not in available:
+            raise DatasetError(f"unknown {kind} {value!r}; available: {', '.join(map(str, available))}")
+    both = sorted(set(test) & set(val))
+    if both:
+        raise ConfigError(f"{kind}s {both} are in both test_{kind}s and val_{kind}s")
+
+
 def alphabet_split(
     dataset: LabelledImages,
     test_alphabets: str | Sequence[str],
@@ -530,16 +542,7 @@ def alphabet_split(
     class_alpha = _class_alphabets(dataset)
     names = dataset.attribute_names["alphabet"]
     available = sorted({names[a] for a in class_alpha.values()})
-    if not test:
-        raise ConfigError("test_alphabets must name at least one alphabet; got none")
-    for name in test + val:
-        if name not in available:
-            raise DatasetError(
-                f"unknown alphabet {name!r}; available: {', '.join(available)}"
-            )
-    both = sorted(set(test) & set(val))
-    if both:
-        raise ConfigError(f"alphabets {both} are in both test_alphabets and val_alphabets")
+    _check_test_val("alphabet", test, val, available)
     split: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for cls in sorted(class_alpha):
         name = names[class_alpha[cls]]
@@ -638,16 +641,7 @@ def drawer_split(
     val = [val_drawers] if isinstance(val_drawers, int) else list(val_drawers)
     drawer = dataset.attributes["drawer"]
     available = torch.unique(drawer).tolist()
-    if not test:
-        raise ConfigError("test_drawers must name at least one drawer; got none")
-    for value in test + val:
-        if value not in available:
-            raise DatasetError(
-                f"unknown drawer {value!r}; available: {', '.join(map(str, available))}"
-            )
-    both = sorted(set(test) & set(val))
-    if both:
-        raise ConfigError(f"drawers {both} are in both test_drawers and val_drawers")
+    _check_test_val("drawer", test, val, available)
     test_mask = torch.isin(drawer, torch.tensor(test, dtype=drawer.dtype))
     val_mask = torch.isin(drawer, torch.tensor(val, dtype=drawer.dtype))
     train_mask = ~(test_mask | val_mask)
