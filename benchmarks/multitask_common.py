@@ -13,7 +13,7 @@ import json
 import shlex
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +83,50 @@ def write_table(out: Path, title: str, lines: Sequence[str], results: dict) -> N
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_classification_rows(out: Path, seeds: Sequence[int], rows: dict[str, list[str]],
+                            base_args: Callable[[int], list[str]], tasks: Sequence[str], force: bool = False,
+                            slug: Callable[[str], str] = str) -> dict:
+    """Run every row for every seed (single-task first, as the Delta-m baseline); collect per-task results."""
+    results: dict = {}
+    for seed in seeds:
+        single_json = out / f"single-s{seed}.json"
+        for row, extra in rows.items():
+            args = base_args(seed) + extra
+            if row != "single":
+                args += ["--baseline-json", str(single_json)]
+            res = run(args, out / f"{slug(row)}-s{seed}.json", force)
+            cell = results.setdefault(row, {**{t: [] for t in tasks}, "delta_m": [], "seconds": [], "best_epochs": []})
+            for task in tasks:
+                cell[task].append(res["metrics"][task])
+            cell["delta_m"].append(res["delta_m"])
+            cell["seconds"].append(res["training"]["train_seconds"])
+            cell["parameters"] = res["model"]["parameters"]
+            cell["best_epochs"].append(res["training"]["best_epoch"])
+    return results
+
+
+def classification_table(results: dict, tasks: Sequence[str]) -> list[str]:
+    """Markdown rows: per-task accuracy (%), Delta-m, parameters and mean train seconds."""
+    head = " | ".join(f"{t} acc. (%)" for t in tasks)
+    lines = [f"| model | {head} | Delta-m (%) | parameters | train s / run |",
+             "|---|" + "---|" * (len(tasks) + 3)]
+    for row, r in results.items():
+        dm = "0 (reference)" if row == "single" else fmt(r["delta_m"], digits=2)
+        accs = " | ".join(fmt(r[t], 100, 1) for t in tasks)
+        lines.append(f"| {row} | {accs} | {dm} | {r['parameters']:,} | {mean_std(r['seconds'])[0]:.0f} |")
+    return lines
+
+
+def command_lines(rows: dict[str, list[str]], base_args: Callable[[int], list[str]],
+                  slug: Callable[[str], str] = str) -> list[str]:
+    """One documented command per row, with ``S`` standing for the seed."""
+    lines = []
+    for row, extra in rows.items():
+        args = base_args(0) + extra
+        args[args.index("--seed") + 1] = "S"
+        if row != "single":
+            args += ["--baseline-json", "single-sS.json"]
+        lines.append(f"- {row}: `{display(full_args(args, f'{slug(row)}-sS.json'))}`")
+    return lines

@@ -15,13 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from multitask_common import (
+    classification_table,
+    command_lines,
     common_parser,
-    display,
-    fmt,
-    full_args,
-    mean_std,
     omniglot_root_or_skip,
-    run,
+    run_classification_rows,
     write_table,
 )
 
@@ -50,34 +48,12 @@ def main() -> None:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     epochs = opts.epochs or EPOCHS
-    results: dict = {}
-    for seed in opts.seeds:
-        single_json = out / f"single-s{seed}.json"
-        for row, extra in ROWS.items():
-            args = base_args(root, seed, epochs) + extra
-            if row != "single":
-                args += ["--baseline-json", str(single_json)]
-            res = run(args, out / f"{_slug(row)}-s{seed}.json", opts.force)
-            cell = results.setdefault(row, {"left": [], "right": [], "delta_m": [], "seconds": []})
-            for task in ("left", "right"):
-                cell[task].append(res["metrics"][task])
-            cell["delta_m"].append(res["delta_m"])
-            cell["seconds"].append(res["training"]["train_seconds"])
-            cell["parameters"] = res["model"]["parameters"]
-    lines = ["| model | left acc. (%) | right acc. (%) | Delta-m (%) | parameters | train s / run |",
-             "|---|---|---|---|---|---|"]
-    for row, r in results.items():
-        dm = "0 (reference)" if row == "single" else fmt(r["delta_m"], digits=2)
-        lines.append(f"| {row} | {fmt(r['left'], 100, 1)} | {fmt(r['right'], 100, 1)} | {dm} | "
-                     f"{r['parameters']:,} | {mean_std(r['seconds'])[0]:.0f} |")
+    results = run_classification_rows(out, opts.seeds, ROWS, lambda seed: base_args(root, seed, epochs),
+                                      ("left", "right"), opts.force, _slug)
+    lines = classification_table(results, ("left", "right"))
     lines += ["", f"Seeds {opts.seeds}; the seed also picks the ten characters and the pairs.", "",
               "Commands (S = seed):", ""]
-    for row, extra in ROWS.items():
-        args = base_args("../shared/data/omniglot-original", 0, epochs) + extra
-        args[args.index("--seed") + 1] = "S"
-        if row != "single":
-            args += ["--baseline-json", "single-sS.json"]
-        lines.append(f"- {row}: `{display(full_args(args, f'{_slug(row)}-sS.json'))}`")
+    lines += command_lines(ROWS, lambda seed: base_args("../shared/data/omniglot-original", seed, epochs), _slug)
     write_table(out, "Two overlapping Omniglot characters (MultiMNIST style)", lines, results)
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from multitask_common import (
+    classification_table,
+    command_lines,
     common_parser,
-    display,
-    fmt,
-    full_args,
-    mean_std,
     omniglot_root_or_skip,
-    run,
+    run_classification_rows,
     write_table,
 )
 
@@ -49,37 +47,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     epochs = opts.epochs or EPOCHS
     names = ["single"] + [a for a in opts.archs if a != "single"]
-    results: dict = {}
-    for seed in opts.seeds:
-        single_json = out / f"single-s{seed}.json"
-        for arch in names:
-            args = base_args(root, seed, epochs) + ARCHS[arch]
-            if arch != "single":
-                args += ["--baseline-json", str(single_json)]
-            res = run(args, out / f"{arch}-s{seed}.json", opts.force)
-            cell = results.setdefault(arch, {"character": [], "alphabet": [], "delta_m": [], "seconds": []})
-            for task in ("character", "alphabet"):
-                cell[task].append(res["metrics"][task])
-            cell["delta_m"].append(res["delta_m"])
-            cell["seconds"].append(res["training"]["train_seconds"])
-            cell["parameters"] = res["model"]["parameters"]
-            cell["best_epochs"] = cell.get("best_epochs", []) + [res["training"]["best_epoch"]]
-    lines = ["| model | character acc. (%) | alphabet acc. (%) | Delta-m (%) | parameters | train s / run |",
-             "|---|---|---|---|---|---|"]
-    for arch in names:
-        r = results[arch]
-        dm = "0 (reference)" if arch == "single" else fmt(r["delta_m"], digits=2)
-        lines.append(f"| {arch} | {fmt(r['character'], 100, 1)} | {fmt(r['alphabet'], 100, 1)} | {dm} | "
-                     f"{r['parameters']:,} | {mean_std(r['seconds'])[0]:.0f} |")
+    rows = {arch: ARCHS[arch] for arch in names}
+    tasks = ("character", "alphabet")
+    results = run_classification_rows(out, opts.seeds, rows, lambda seed: base_args(root, seed, epochs), tasks,
+                                      opts.force)
+    lines = classification_table(results, tasks)
     lines += ["", f"Seeds {opts.seeds}; epochs chosen on validation drawers (best epoch per run: "
               + "; ".join(f"{a} {results[a]['best_epochs']}" for a in names) + ").", "",
               "Commands (S = seed):", ""]
-    for arch in names:
-        args = base_args("../shared/data/omniglot-original", 0, epochs) + ARCHS[arch]
-        args[args.index("--seed") + 1] = "S"
-        if arch != "single":
-            args += ["--baseline-json", "single-sS.json"]
-        lines.append(f"- {arch}: `{display(full_args(args, f'{arch}-sS.json'))}`")
+    lines += command_lines(rows, lambda seed: base_args("../shared/data/omniglot-original", seed, epochs))
     write_table(out, "Omniglot character + alphabet (held-out drawers)", lines, results)
 
 
