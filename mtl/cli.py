@@ -119,6 +119,16 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules of ``mtl`` whose ``register(subparsers)`` adds a built-in subcommand.
+BUILTIN_COMMAND_MODULES = (
+    "mtl.multitask.cli",
+    "mtl.transfer.cli",
+    "mtl.distill.cli",
+    "mtl.adaptation.cli",
+    "mtl.affinity.cli",
+)
+
+
 def _builtin_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backbones", help="list the registered backbones")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'conv*'")
@@ -130,9 +140,16 @@ def _builtin_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_datasets)
 
-    from mtl.multitask.cli import register as register_multitask
+    import importlib
 
-    register_multitask(sub)
+    for module_name in BUILTIN_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        module.register(sub)
 
 
 def _plugin_commands() -> list[tuple[str, Register]]:
