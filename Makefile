@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OUT ?= runs/benchmark
 BENCH_ARGS ?=
 
-.PHONY: benchmark test lint install clean-venv
+.PHONY: benchmark test lint install docs clean-venv
 
 install:
 	VENV=$(VENV) scripts/bootstrap.sh
@@ -19,6 +19,10 @@ test:
 	VENV=$(VENV) scripts/bootstrap.sh test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+docs:
+	VENV=$(VENV) scripts/bootstrap.sh docs
+	$(BIN)/mkdocs build --strict
 
 lint:
 	$(BIN)/ruff check .

@@ -212,7 +212,10 @@ class SoftSharing(SingleTask):
     independent; a very large ``lambda`` drives them to one shared network.
 
     Args:
-        tasks, backbone, backbone_kwargs, head_hidden: as for :class:`HardSharing`.
+        tasks: as for :class:`HardSharing`.
+        backbone: as for :class:`HardSharing`.
+        backbone_kwargs: as for :class:`HardSharing`.
+        head_hidden: as for :class:`HardSharing`.
         strength: ``lambda >= 0``.
         tie: ``"pairwise"`` or ``"mean"``.
         tied_layers: regular expression(s) searched in the column's parameter names (for example

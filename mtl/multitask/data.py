@@ -104,7 +104,9 @@ def mmoe_synthetic(
 
     Args:
         correlation: ``p`` in ``[-1, 1]``.
-        num_train, num_val, num_test: samples per split.
+        num_train: training samples.
+        num_val: validation samples.
+        num_test: test samples.
         input_dim: ``d``.
         num_sines: ``m``.
         scale: ``c``.
@@ -174,7 +176,8 @@ def omniglot_multitask(
         root: folder with the official ``images_<subset>.zip`` files (see :func:`~mtl.data.load_omniglot`).
         subsets: Omniglot subsets to merge.
         image_size: side length after resizing.
-        test_drawers, val_drawers: drawer numbers (1..20).
+        test_drawers: drawer numbers (1..20) of the test set.
+        val_drawers: drawer numbers (1..20) of the validation set.
         label_fraction: keep only this fraction of each task's training labels (at random,
             independently per task; the rest are masked), or ``None`` for all.
         seed: for ``label_fraction``.
