@@ -1,4 +1,10 @@
-"""``mtlmeta fewshot``: train, evaluate and benchmark few-shot learners; predict on your own images."""
+"""``mtlmeta fewshot``: train, evaluate and benchmark few-shot learners; predict on your own images.
+
+``fewshot train`` also runs data-parallel under ``torchrun`` (the tasks of each meta-batch are
+split across the processes, see :mod:`mtl.utils.distributed`)::
+
+    torchrun --standalone --nproc_per_node 2 -m mtl.cli fewshot train --algo maml --meta-batch 16 ...
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
 from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
 from mtl.errors import ConfigError
 from mtl.utils import Budget, atomic_write_text, check_new_output
+from mtl.utils import distributed as dist_utils
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -86,21 +93,42 @@ def _print_result(res: dict[str, Any]) -> None:
           f"in {res['train_seconds']:.0f}s")
 
 
+def _single_process(command: str) -> None:
+    if dist_utils.launched_by_torchrun():
+        raise ConfigError(f"fewshot {command} runs in one process; start it without torchrun "
+                          "(only 'fewshot train' runs distributed)")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from mtl.utils import resolve_device
+
     if args.out is None and args.resume:
         raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
-    res = run_fewshot(
-        _config(args, args.algo), _budget(args, 600.0), out_dir=args.out, json_path=args.json,
-        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-    )
-    _print_result(res)
+    config, budget = _config(args, args.algo), _budget(args, 600.0)
+    joined = dist_utils.launched_by_torchrun() and not dist_utils.is_distributed()
+    ctx = dist_utils.init_distributed(resolve_device(args.device))
+    try:
+        main = ctx.is_main  # only rank 0 reads --resume's checkpoint and writes; the others get its state
+        res = run_fewshot(
+            config, budget, out_dir=args.out if main else None, json_path=args.json if main else None,
+            device=str(ctx.device), resume=args.resume and main, overwrite=args.overwrite,
+            progress=not args.no_progress and main, log=print if main else (lambda _msg: None),
+        )
+        if main:
+            _print_result(res)
+    finally:
+        if joined:
+            dist_utils.shutdown_distributed()
     return 0
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from meta.benchmark import run_benchmark
 
+    _single_process("benchmark")
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if not algos:
+        raise ConfigError(f"--algos needs at least one algorithm ({', '.join(ALGORITHMS)}), got {args.algos!r}")
     for a in algos:
         if a not in ALGORITHMS:
             raise ConfigError(f"--algos: unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS)}")
@@ -115,6 +143,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from meta.fewshot import TaskSources, load_fewshot_checkpoint
     from mtl.utils import resolve_device
 
+    _single_process("evaluate")
     check_new_output(args.json, args.overwrite, what="--json")
     device = resolve_device(args.device)
     cfg, algo, _ = load_fewshot_checkpoint(args.checkpoint, device)
@@ -150,6 +179,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from meta.fewshot import load_fewshot_checkpoint
     from meta.images import load_query_folder, load_support_folder
 
+    _single_process("predict")
     check_new_output(args.json, args.overwrite, what="--json")
     cfg, algo, image_shape = load_fewshot_checkpoint(args.checkpoint)
     if cfg.dataset == "sinusoid" or image_shape is None:

@@ -36,7 +36,7 @@ __all__ = ["register", "run_selftrain"]
 
 DATASETS = ("glyphs", "omniglot")
 POOLS = ("rest", "sheets", "rest+sheets")
-RUN_FILES = ("metrics.csv", "curves.png", "model.pt")
+RUN_FILES = ("metrics.csv", "curves.png", "model.pt", "last.pt", "last.prev.pt")
 TEST_SPLIT_SEED = 12_345  # the glyph test split is the same for every training seed
 
 
@@ -145,12 +145,22 @@ def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
         save_checkpoint,
         seed_everything,
     )
+    from mtl.utils.distributed import launched_by_torchrun
 
+    if launched_by_torchrun():
+        raise ConfigError("selftrain runs in one process; start it without torchrun (fewshot train and "
+                          "multitask run distributed)")
     check_new_output(args.json, args.overwrite, what="--json")
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
+    if args.resume and args.overwrite:
+        raise ConfigError("give either --resume (continue the run in --out) or --overwrite (start it anew), not both")
     config = _configs(args)
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    out_dir = prepare_out_dir(args.out, overwrite=args.overwrite) if args.out else None
+    out_dir = prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite) if args.out else None
+    if args.resume and not (out_dir / "last.pt").is_file():  # type: ignore[operator]
+        raise ConfigError(f"--resume: no last.pt in {str(out_dir)!r} to continue from")
     if out_dir is not None and args.overwrite:
         for name in RUN_FILES:  # only this command's own files, and only with --overwrite
             (out_dir / name).unlink(missing_ok=True)
@@ -167,7 +177,8 @@ def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
                         clock=getattr(args, "budget_clock", "wall"))
     run = pseudo_label_online if args.method == "online" else self_train
     result = run(args.backbone, labelled, pool, config, backbone_kwargs=kwargs, test=test, budget=budget,
-                 device=device, log=print)
+                 device=device, log=print, checkpoint=out_dir / "last.pt" if out_dir is not None else None,
+                 resume=args.resume)
     out = result.to_dict()
     out.update({"command": "selftrain", "data": info, "backbone": args.backbone, "backbone_kwargs": kwargs,
                 "seed": args.seed, "device": str(device)})
@@ -176,6 +187,7 @@ def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{result.stop_reason}. Test accuracy: supervised-only {100 * rounds[0]['accuracy']:.2f}%, "
           f"final {100 * rounds[-1]['accuracy']:.2f}%, best {100 * best['accuracy']:.2f}% (round {best['round']})")
     if out_dir is not None:
+        (out_dir / "metrics.csv").unlink(missing_ok=True)  # this run's own log, rewritten whole from its rounds
         log = CSVLogger(out_dir / "metrics.csv", step_key="round")
         for r in rounds:
             log.log({k: ("" if v is None else v) for k, v in r.items()})
@@ -260,5 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=positive_float_arg, default=1e-3, help="Adam learning rate")
     g.add_argument("--shift", type=_integer, default=0,
                    help="random translation of training images by up to this many pixels (default 0)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (written after every round / epoch)")
     add_training_args(p)
     p.set_defaults(func=_cmd_selftrain)

@@ -13,15 +13,22 @@ Valpola 2017) instead of the student itself.
 
 Training itself is :func:`mtl.training.train_classifier` with a ``batch_loss`` override; nothing
 here has its own optimisation loop.
+
+Both loops can write a checkpoint after every round (online: every epoch) and resume from it:
+pass ``checkpoint=PATH`` and ``resume=True``. A resumed run ends with the same result as an
+uninterrupted one with the same seed (bit-exact on CPU with a step or epoch budget; a wall-time
+budget makes any run depend on the machine's speed).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,8 +38,9 @@ from torch import nn
 from mtl.backbones import create_backbone
 from mtl.data.base import LabelledImages
 from mtl.data.sprites import UnlabelledImages
-from mtl.errors import ConfigError, DatasetError
+from mtl.errors import CheckpointError, ConfigError, DatasetError
 from mtl.training import OPTIMIZERS, make_optimizer, predict_logits, train_classifier
+from mtl.utils.checkpoint import load_checkpoint_or_previous, save_checkpoint
 from mtl.utils.runtime import Budget
 
 __all__ = [
@@ -514,6 +522,52 @@ class SelfTrainResult:
 
 # ------------------------------------------------------------------------------------ the loops
 
+ROUNDS_FORMAT = "mtlmeta-selftrain-rounds-1"
+ONLINE_FORMAT = "mtlmeta-selftrain-online-1"
+
+
+def _identity(cfg: SelfTrainConfig | OnlineConfig, labelled: LabelledImages, pool: UnlabelledPool,
+              model: ModelSpec, backbone_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the options and a fingerprint of the data."""
+    record = asdict(cfg)
+    record.pop("progress", None)
+    return {
+        "config": record,
+        "model": model if isinstance(model, str) else getattr(model, "__qualname__", type(model).__name__),
+        "backbone_kwargs": json.loads(json.dumps(backbone_kwargs, default=str)),
+        "labelled": [len(labelled), labelled.num_classes, list(labelled.image_shape)],
+        "labelled_sum": float(labelled.images.double().sum()),
+        "labels_sum": int(labelled.targets.sum()),
+        "pool": [len(pool), float(pool.images.double().sum())],
+    }
+
+
+def _load_run(path: str | Path, fmt: str, identity: dict[str, Any], device: torch.device,
+              fallback: bool = False) -> dict[str, Any]:
+    """Load and check a self-training checkpoint (format, options and data must match)."""
+    state, path = load_checkpoint_or_previous(path, map_location="cpu", fallback=fallback,
+                                              warn=lambda m: print(f"warning: {m}", flush=True))
+    if state.get("format") != fmt:
+        kind = "round-based" if fmt == ROUNDS_FORMAT else "online"
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a {kind} self-training checkpoint")
+    theirs = state.get("identity", {})
+    diffs = []
+    for key in sorted(set(identity) | set(theirs)):
+        mine, other = identity.get(key), theirs.get(key)
+        if isinstance(mine, dict) and isinstance(other, dict):
+            diffs += [f"{key}.{k}: checkpoint {other.get(k)!r} vs now {mine.get(k)!r}"
+                      for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]
+        elif mine != other:
+            diffs.append(f"{key}: checkpoint {other!r} vs now {mine!r}")
+    if diffs:
+        raise CheckpointError(f"cannot resume from {str(path)!r}: its configuration or data differ "
+                              f"({'; '.join(diffs[:4])})")
+    return state
+
+
+def _stats_from(rows: list[dict[str, Any]]) -> list[RoundStats]:
+    return [RoundStats(**r) for r in rows]
+
 
 def _build(model: ModelSpec, backbone_kwargs: dict[str, Any], num_classes: int, seed: int,
            device: torch.device) -> nn.Module:
@@ -558,6 +612,8 @@ def self_train(
     budget: Budget | None = None,
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = print,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> SelfTrainResult:
     """Round-based self-training (Scudder 1965; Yarowsky 1995) with pseudo-labels (Lee 2013).
 
@@ -579,11 +635,18 @@ def self_train(
         budget: a step or time limit for each training call (each round), restarted per call.
         device: where to train.
         log: receives one line per round and the stop message (``None``: silent).
+        checkpoint: write the loop's state here after every round (atomically, checksummed).
+        resume: continue from ``checkpoint`` (same options and data) instead of starting anew.
 
     Raises:
         ConfigError: bad options, an empty labelled set or pool, or mismatched image shapes.
+        CheckpointError: ``resume`` with a missing, corrupted or foreign checkpoint.
     """
     cfg = config or SelfTrainConfig()
+    if not isinstance(cfg, SelfTrainConfig):
+        raise ConfigError(f"config must be a SelfTrainConfig, got {type(cfg).__name__}")
+    if resume and checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=PATH (the file to continue from)")
     pool = unlabelled if isinstance(unlabelled, UnlabelledPool) else make_pool(unlabelled)
     _check_data(labelled, pool, test)
     say = log or (lambda _msg: None)
@@ -600,14 +663,36 @@ def self_train(
     student: nn.Module | None = None
     teacher_ema: EMATeacher | None = None
     stop = f"completed {cfg.rounds} rounds"
-    pool_logits = torch.empty(0)
+    stopped = False
+    pending = (torch.empty(0, dtype=torch.long), torch.empty(0, num_classes))  # next round's selection
+    identity = _identity(cfg, labelled, pool, model, kwargs)
+    first_round = 0
+    if resume:
+        state = _load_run(checkpoint, ROUNDS_FORMAT, identity, device)  # type: ignore[arg-type]
+        in_pool, chosen, hard, soft = state["in_pool"], state["chosen"], state["hard"], state["soft"]
+        pending = (state["pending"], state["pending_probs"])
+        shift_gen.set_state(state["shift_gen"])
+        torch.set_rng_state(state["rng"])
+        result.rounds = _stats_from(state["rounds"])
+        result.selections, result.pseudo_labels = list(state["selections"]), list(state["pseudo_labels"])
+        stop, stopped = state["stop"], state["stopped"]
+        student = _build(model, kwargs, num_classes, cfg.seed * 1000 + state["round"], device)
+        student.load_state_dict(state["student"])
+        torch.set_rng_state(state["rng"])  # _build reseeds the global generator
+        if cfg.ema_decay is not None:
+            teacher_ema = EMATeacher(student, cfg.ema_decay)
+            teacher_ema.model.load_state_dict(state["teacher"])
+            teacher_ema.steps = int(state["teacher_steps"])
+        first_round = int(state["round"]) + 1
+        say(f"resumed from {checkpoint} after round {state['round']}")
 
-    for rnd in range(cfg.rounds + 1):
+    for rnd in range(first_round, cfg.rounds + 1):
+        if stopped:
+            break
         start = time.perf_counter()
         added = torch.empty(0, dtype=torch.long)
         if rnd > 0:
-            probs = torch.softmax(pool_logits.float(), dim=1)  # the labelling model at the end of the last round
-            added = select_pseudo_labels(probs, cfg.threshold, cfg.k_per_class, candidates=in_pool)
+            added, added_probs = pending
             if len(added) == 0:
                 stop = (f"round {rnd}: no unlabelled example passed the selection (threshold={cfg.threshold}, "
                         f"k_per_class={cfg.k_per_class}; {int(in_pool.sum())} left in the pool); "
@@ -616,8 +701,8 @@ def self_train(
                 break
             in_pool[added] = False
             chosen = torch.cat([chosen, added])
-            hard = torch.cat([hard, probs[added].argmax(1)])
-            soft = torch.cat([soft, probs[added]])
+            hard = torch.cat([hard, added_probs.argmax(1)])
+            soft = torch.cat([soft, added_probs])
             result.selections.append(added)
             result.pseudo_labels.append(hard[len(hard) - len(added):])
 
@@ -675,7 +760,22 @@ def self_train(
         if rnd < cfg.rounds and not bool(in_pool.any()):
             stop = f"the unlabelled pool is used up after round {rnd}; stopping"
             say(stop)
-            break
+            stopped = True
+        elif rnd < cfg.rounds:  # the labelling model at the end of this round picks the next round's labels
+            probs = torch.softmax(pool_logits.float(), dim=1)
+            nxt = select_pseudo_labels(probs, cfg.threshold, cfg.k_per_class, candidates=in_pool)
+            pending = (nxt, probs[nxt])
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "format": ROUNDS_FORMAT, "identity": identity, "round": rnd, "in_pool": in_pool,
+                "chosen": chosen, "hard": hard, "soft": soft, "pending": pending[0], "pending_probs": pending[1],
+                "shift_gen": shift_gen.get_state(), "rng": torch.get_rng_state(),
+                "rounds": [asdict(r) for r in result.rounds], "selections": result.selections,
+                "pseudo_labels": result.pseudo_labels, "stop": stop, "stopped": stopped,
+                "student": student.state_dict(),
+                "teacher": teacher_ema.model.state_dict() if teacher_ema is not None else None,
+                "teacher_steps": teacher_ema.steps if teacher_ema is not None else 0,
+            }, keep_previous=True)
     result.stop_reason = stop
     assert student is not None
     result.model = teacher_ema.model if teacher_ema is not None else student
@@ -703,6 +803,8 @@ def pseudo_label_online(
     budget: Budget | None = None,
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = print,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> SelfTrainResult:
     """Online pseudo-labelling (Lee 2013): every step adds a confidence-masked loss on an unlabelled batch.
 
@@ -714,15 +816,21 @@ def pseudo_label_online(
     (``added``: pool examples that passed the mask, their precision where known) form one
     :class:`RoundStats` row, ``round`` being the epoch (1-based) and round 0 the untrained model.
 
-    Arguments as in :func:`self_train` (``budget`` limits each epoch).
+    Arguments as in :func:`self_train` (``budget`` limits each epoch; ``checkpoint`` is written
+    after every epoch).
     """
     cfg = config or OnlineConfig()
+    if not isinstance(cfg, OnlineConfig):
+        raise ConfigError(f"config must be an OnlineConfig, got {type(cfg).__name__}")
+    if resume and checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=PATH (the file to continue from)")
     pool = unlabelled if isinstance(unlabelled, UnlabelledPool) else make_pool(unlabelled)
     _check_data(labelled, pool, test)
     say = log or (lambda _msg: None)
     device = torch.device(device)
     num_classes = labelled.num_classes
-    student = _build(model, dict(backbone_kwargs or {}), num_classes, cfg.seed * 1000, device)
+    kwargs = dict(backbone_kwargs or {})
+    student = _build(model, kwargs, num_classes, cfg.seed * 1000, device)
     teacher = EMATeacher(student, cfg.ema_decay) if cfg.ema_decay is not None else None
     trainable = [p for p in student.parameters() if p.requires_grad]
     opt = make_optimizer(trainable, cfg.optimizer, cfg.lr, cfg.weight_decay)
@@ -743,7 +851,25 @@ def pseudo_label_online(
         batch, lab_order[0] = lab_order[0][:cfg.batch_size], lab_order[0][cfg.batch_size:]
         return batch
 
-    for epoch in range(cfg.epochs):
+    identity = _identity(cfg, labelled, pool, model, kwargs)
+    first_epoch = 0
+    if resume:
+        state = _load_run(checkpoint, ONLINE_FORMAT, identity, device)  # type: ignore[arg-type]
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        if teacher is not None:
+            teacher.model.load_state_dict(state["teacher"])
+            teacher.steps = int(state["teacher_steps"])
+        lab_gen.set_state(state["lab_gen"])
+        shift_gen.set_state(state["shift_gen"])
+        lab_order[:] = [state["lab_order"]] if state["lab_order"] is not None else []
+        torch.set_rng_state(state["rng"])
+        result.rounds = _stats_from(state["rounds"])
+        result.selections, result.pseudo_labels = list(state["selections"]), list(state["pseudo_labels"])
+        first_epoch = int(state["epoch"]) + 1
+        say(f"resumed from {checkpoint} after epoch {first_epoch}")
+
+    for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
         alpha = lee_alpha(epoch, cfg.alpha_final, cfg.ramp_start, cfg.ramp_end)
         hits = {"selected": [], "labels": []}
@@ -793,5 +919,16 @@ def pseudo_label_online(
         )
         result.rounds.append(stats)
         say(_round_line(stats))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "format": ONLINE_FORMAT, "identity": identity, "epoch": epoch, "student": student.state_dict(),
+                "optimizer": opt.state_dict(),
+                "teacher": teacher.model.state_dict() if teacher is not None else None,
+                "teacher_steps": teacher.steps if teacher is not None else 0,
+                "lab_gen": lab_gen.get_state(), "shift_gen": shift_gen.get_state(),
+                "lab_order": lab_order[0] if lab_order else None, "rng": torch.get_rng_state(),
+                "rounds": [asdict(r) for r in result.rounds], "selections": result.selections,
+                "pseudo_labels": result.pseudo_labels,
+            }, keep_previous=True)
     result.model = teacher.model if teacher is not None else student
     return result

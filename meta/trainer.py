@@ -4,8 +4,16 @@
 ``algo.outer_loss``, validates on held-out classes, keeps the best checkpoint, writes a
 checkpoint every ``checkpoint_every`` iterations (atomically, with a checksum), logs a CSV and
 plots the learning curve. Meta-batch ``i`` is a pure function of ``(seed, i)``, and the
-optimizer and scheduler states are checkpointed, so a resumed run reaches the same result as
-an uninterrupted one with the same seed.
+optimizer, scheduler and RNG states are checkpointed, so a resumed run reaches the same result
+as an uninterrupted one with the same seed (bit-exact on CPU). ``last.pt`` is written with the
+previous good one kept as ``last.prev.pt``; when ``last.pt`` is truncated or corrupted,
+:meth:`MetaTrainer.resume` names it in the error (or, with ``fallback=True``, continues from it).
+
+Under ``torchrun`` (see :mod:`mtl.utils.distributed`) the tasks of each meta-batch are split
+across the ranks (task ``j`` goes to rank ``j % world``), every rank backpropagates its share of
+the mean meta-loss and the meta-gradients are summed by all-reduce, so each update equals the
+single-process one with the same meta-batch (up to float rounding); only rank 0 validates and
+writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from tqdm.auto import tqdm
 
 from mtl.errors import CheckpointError, ConfigError
 from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves, save_checkpoint
+from mtl.utils import distributed as dist_utils
+from mtl.utils.checkpoint import load_checkpoint_or_previous
 
 
 class TaskBatch(Protocol):
@@ -43,6 +53,34 @@ class NonFiniteLossError(ConfigError):
 
 
 @dataclass
+class _Shard:
+    """This rank's tasks of a meta-batch."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The torch RNG states that training may draw from (CPU, and the CUDA device in use)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any] | None, device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned (missing entries are left alone)."""
+    if not state:
+        return
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+@dataclass
 class MetaTrainerConfig:
     """Outer-loop settings (Finn et al. 2017 use Adam with meta_lr 1e-3 on Omniglot)."""
 
@@ -59,14 +97,25 @@ class MetaTrainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints, compared on resume
 
     def __post_init__(self) -> None:
-        if not (self.meta_lr > 0 and math.isfinite(self.meta_lr)):
+        if not (_is_number(self.meta_lr) and self.meta_lr > 0 and math.isfinite(self.meta_lr)):
             raise ConfigError(f"meta_lr must be a finite number > 0, got {self.meta_lr!r}")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip > 0):
+            raise ConfigError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
         for name in ("validate_every", "validation_tasks", "checkpoint_every", "schedule_iterations"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.snapshot_seconds, (tuple, list)) or not all(
+                _is_number(s) and s > 0 for s in self.snapshot_seconds):
+            raise ConfigError(f"snapshot_seconds must be numbers > 0, got {self.snapshot_seconds!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _make_scheduler(
@@ -104,6 +153,14 @@ class MetaTrainer:
         device: torch.device | str = "cpu",
         higher_is_better: bool = True,
     ) -> None:
+        if not isinstance(algo, nn.Module) or not callable(getattr(algo, "outer_loss", None)):
+            raise ConfigError(f"algo must be a meta-learning module with outer_loss, got {type(algo).__name__}")
+        if not callable(train_tasks):
+            raise ConfigError(f"train_tasks must be a function index -> batch, got {type(train_tasks).__name__}")
+        if val_tasks is not None and not callable(val_tasks):
+            raise ConfigError(f"val_tasks must be a function index -> batch or None, got {type(val_tasks).__name__}")
+        if not isinstance(config, MetaTrainerConfig):
+            raise ConfigError(f"config must be a MetaTrainerConfig, got {type(config).__name__}")
         self.algo = algo.to(device)
         self.train_tasks = train_tasks
         self.val_tasks = val_tasks
@@ -120,7 +177,8 @@ class MetaTrainer:
         self.best_score: float | None = None
         self.best_iteration: int | None = None
         self.train_seconds = 0.0
-        self.log = CSVLogger(self.out_dir / "metrics.csv") if self.out_dir else None
+        self.is_main = dist_utils.is_main_process()
+        self.log = CSVLogger(self.out_dir / "metrics.csv") if self.out_dir and self.is_main else None
 
     # --- checkpoints -------------------------------------------------------------------------
     def _config_record(self) -> dict[str, Any]:
@@ -141,17 +199,28 @@ class MetaTrainer:
             "best_iteration": self.best_iteration,
             "train_seconds": self.train_seconds,
             "config": self._config_record(),
+            "rng": rng_state(self.device),
         }
 
     def save(self, name: str) -> Path | None:
-        """Write ``out_dir/name`` atomically (no-op without ``out_dir``)."""
-        if self.out_dir is None:
-            return None
-        return save_checkpoint(self.out_dir / name, self.state_dict())
+        """Write ``out_dir/name`` atomically (no-op without ``out_dir``, or on a rank other than 0).
 
-    def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint of the same configuration (anything else is refused)."""
-        state = load_checkpoint(path, map_location=self.device)
+        ``last.pt`` keeps the checkpoint it replaces as ``last.prev.pt``.
+        """
+        if self.out_dir is None or not self.is_main:
+            return None
+        return save_checkpoint(self.out_dir / name, self.state_dict(), keep_previous=name == "last.pt")
+
+    def resume(self, path: str | Path, fallback: bool = False) -> None:
+        """Continue from a checkpoint of the same configuration (anything else is refused).
+
+        A truncated or corrupted ``path`` is a :class:`CheckpointError` that names the checkpoint it
+        replaced (``last.prev.pt``) when that one is intact; with ``fallback=True`` training
+        continues from that previous good checkpoint instead (with a warning).
+        """
+        state, used = load_checkpoint_or_previous(path, map_location=self.device, fallback=fallback,
+                                                  warn=lambda m: print(f"warning: {m}", flush=True))
+        path = used
         if state.get("format") != "mtlmeta-meta-trainer-1":
             raise CheckpointError(f"checkpoint {str(path)!r} is not a meta-training checkpoint")
         mine, theirs = self._config_record(), state.get("config", {})
@@ -170,6 +239,14 @@ class MetaTrainer:
             raise CheckpointError(
                 f"cannot resume from {str(path)!r}: its configuration differs ({'; '.join(diffs)})"
             )
+        try:
+            self._load_state(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model: {str(exc)[:200]}") from exc
+        if self.log is not None:
+            self.log.truncate_after(self.iteration)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.algo.load_state_dict(state["algo"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -177,8 +254,12 @@ class MetaTrainer:
         self.best_score = state["best_score"]
         self.best_iteration = state["best_iteration"]
         self.train_seconds = float(state["train_seconds"])
-        if self.log is not None:
-            self.log.truncate_after(self.iteration)
+        set_rng_state(state.get("rng"), self.device)
+
+    def _sync_ranks(self) -> None:
+        """Give every rank rank 0's state (parameters, optimizer, counters, RNG), e.g. after a resume."""
+        if dist_utils.is_distributed():
+            self._load_state(dist_utils.broadcast_state(self.state_dict() if self.is_main else None))
 
     # --- training ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -193,21 +274,52 @@ class MetaTrainer:
         value = metrics.get(key, metrics.get("mse", float("nan")))
         return value if self.higher_is_better else -value
 
+    def _my_tasks(self, batch: TaskBatch) -> tuple[TaskBatch, int, int]:
+        """This rank's share of ``batch``, its size and the size of the whole meta-batch."""
+        total = int(batch.support_x.shape[0])
+        world = dist_utils.world_size()
+        if world == 1:
+            return batch, total, total
+        if total < world:
+            raise ConfigError(f"a meta-batch of {total} task(s) cannot be split across {world} processes; "
+                              f"use a meta-batch of at least {world} tasks (--meta-batch)")
+        index = torch.tensor(dist_utils.shard_indices(total), device=batch.support_x.device)
+        pick = [t.index_select(0, index.to(t.device))
+                for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y)]
+        return _Shard(*pick), len(index), total
+
     def train_step(self) -> dict[str, float]:
-        """One meta-update on meta-batch ``self.iteration``; refuses a non-finite loss."""
-        batch = self.train_tasks(self.iteration)
+        """One meta-update on meta-batch ``self.iteration``; refuses a non-finite loss.
+
+        Distributed: this rank's tasks only; the update is that of the whole meta-batch.
+        """
+        batch, mine, total = self._my_tasks(self.train_tasks(self.iteration))
         self.algo.train()
         loss, metrics = self.algo.outer_loss(
             batch.support_x.to(self.device), batch.support_y.to(self.device),
             batch.query_x.to(self.device), batch.query_y.to(self.device), iteration=self.iteration,
         )
-        if not torch.isfinite(loss):
+        distributed = mine != total
+        if distributed:  # the meta-batch mean of the loss and the metrics, identical on every rank
+            keys = sorted(metrics)
+            sums = torch.tensor([float(loss.detach()), *(float(metrics[k]) for k in keys)], dtype=torch.float64)
+            sums = dist_utils.all_reduce_sum(sums * mine) / total
+            global_loss = float(sums[0])
+            metrics = {k: float(v) for k, v in zip(keys, sums[1:].tolist())}
+        else:
+            global_loss = float(loss.detach())
+        if not math.isfinite(global_loss):
             raise NonFiniteLossError(
-                f"meta-loss became {loss.item()} at iteration {self.iteration + 1}; stopped before "
+                f"meta-loss became {global_loss} at iteration {self.iteration + 1}; stopped before "
                 "updating (lower --inner-lr or the meta learning rate); the last good checkpoint is kept"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if distributed:
+            (loss * (mine / total)).backward()
+            dist_utils.all_reduce_gradients(self.algo.parameters())
+            dist_utils.average_buffers(self.algo)
+        else:
+            loss.backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.algo.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -218,20 +330,31 @@ class MetaTrainer:
     def fit(self, budget: Budget) -> dict[str, Any]:
         """Train until the budget is used up; returns a summary with the best validation score."""
         cfg = self.config
+        if not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be a Budget, got {type(budget).__name__}")
+        self._sync_ranks()
         budget.restart()
-        bar = tqdm(total=budget.iterations, initial=self.iteration, disable=not cfg.progress,
+        bar = tqdm(total=budget.iterations, initial=self.iteration, disable=not (cfg.progress and self.is_main),
                    desc="meta-train", unit="it", dynamic_ncols=True, leave=False)
         window: list[float] = []
+        timed = budget.seconds is not None and dist_utils.is_distributed()
+
+        def done() -> bool:  # every rank must stop at the same iteration
+            stop = budget.exhausted(self.iteration)
+            return dist_utils.any_process(stop) if timed else stop
+
+        finished = done()
         try:
-            while not budget.exhausted(self.iteration):
+            while not finished:
                 start = time.perf_counter()
                 metrics = self.train_step()  # a non-finite loss raises; last.pt stays the good one
                 self.train_seconds += time.perf_counter() - start
                 window.append(metrics.get("accuracy", metrics.get("loss", 0.0)))
                 row: dict[str, Any] = {"iteration": self.iteration, "seconds": round(self.train_seconds, 3),
                                        **{f"train_{k}": v for k, v in metrics.items()}}
-                if self.val_tasks is not None and (
-                    self.iteration % cfg.validate_every == 0 or budget.exhausted(self.iteration)
+                finished = done()
+                if self.val_tasks is not None and self.is_main and (
+                    self.iteration % cfg.validate_every == 0 or finished
                 ):
                     val = self.validate()
                     row.update({f"val_{k}": v for k, v in val.items() if k in ("accuracy", "loss", "mse")})
@@ -261,7 +384,7 @@ class MetaTrainer:
 
     def _snapshots(self, elapsed: float) -> None:
         """Copy best.pt to best_<s>s.pt once the run's wall time passes each snapshot mark."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.is_main:
             return
         for mark in self.config.snapshot_seconds:
             target = self.out_dir / f"best_{mark:g}s.pt"

@@ -7,6 +7,11 @@ Example::
 
 The JSON holds the per-task test metrics and, when a single-task baseline is known
 (``--train-baseline``, ``--baseline-json`` or ``--arch single`` itself), Delta-m in percent.
+
+It also runs data-parallel under ``torchrun`` (each mini-batch split across the processes, see
+:mod:`mtl.utils.distributed`; weightings equal, fixed, uncertainty and dwa)::
+
+    torchrun --standalone --nproc_per_node 2 -m mtl.cli multitask --dataset synthetic --batch-size 64 ...
 """
 
 from __future__ import annotations
@@ -145,8 +150,25 @@ def _train(args: argparse.Namespace, problem: MultiTaskProblem, arch: str, arch_
 
 
 def run_multitask(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``mtlmeta multitask`` from parsed arguments; returns the JSON-ready result."""
-    from mtl.utils import atomic_write_text, check_new_output, prepare_out_dir, resolve_device, seed_everything
+    """Run ``mtlmeta multitask`` from parsed arguments; returns the JSON-ready result.
+
+    Under ``torchrun`` every process trains its share of each batch; only rank 0 reads
+    ``--resume``'s checkpoint, writes ``--out`` and ``--json`` and prints.
+    """
+    from mtl.utils import distributed as dist_utils
+    from mtl.utils import resolve_device
+
+    joined = dist_utils.launched_by_torchrun() and not dist_utils.is_distributed()
+    ctx = dist_utils.init_distributed(resolve_device(args.device))
+    try:
+        return _run(args, ctx.device, ctx.is_main)
+    finally:
+        if joined:
+            dist_utils.shutdown_distributed()
+
+
+def _run(args: argparse.Namespace, device: Any, main: bool) -> dict[str, Any]:
+    from mtl.utils import atomic_write_text, check_new_output, prepare_out_dir, seed_everything
 
     check_new_output(args.json, args.overwrite, what="--json")
     if args.resume and args.out is None:
@@ -156,7 +178,6 @@ def run_multitask(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_baseline and args.arch == "single":
         raise ConfigError("--train-baseline is pointless with --arch single (it is its own baseline)")
     seed_everything(args.seed)
-    device = resolve_device(args.device)
     arch_options = _arch_options(args)
     weighting_options = _weighting_options(args)
     baseline_record = None
@@ -170,15 +191,15 @@ def run_multitask(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--baseline-json {str(path)!r} is not the JSON of an 'mtlmeta multitask --arch single' "
                               "run")
     out_dir = None
-    if args.out is not None:
+    if args.out is not None and main:
         out_dir = prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
         if args.overwrite and not args.resume:
             for name in RUN_FILES:  # only this command's own files, and only with --overwrite
                 (out_dir / name).unlink(missing_ok=True)
     problem = _problem(args)
-    progress = not args.no_progress
+    progress = not args.no_progress and main
     summary, test, model_info = _train(args, problem, args.arch, arch_options, args.weighting, weighting_options,
-                                       out_dir, device, args.resume, progress)
+                                       out_dir, device, args.resume and main, progress)
     metrics = {t.name: test[t.name][t.metric_name] for t in problem.tasks}
     baseline = None
     if args.arch == "single":
@@ -212,6 +233,8 @@ def run_multitask(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": baseline,
         "training": summary,
     }
+    if not main:
+        return result
     width = max(len(t.name) for t in problem.tasks)
     print(f"{args.arch} / {args.weighting} on {problem.name}: {summary['epochs']} epochs, {summary['steps']} steps, "
           f"{summary['train_seconds']:.1f}s")

@@ -5,7 +5,16 @@ any :class:`~mtl.multitask.weighting.Weighting` on :class:`~mtl.multitask.tasks.
 Batch order in epoch ``e`` is a pure function of ``(seed, e)`` and every state that matters
 (model, optimizer, weighting, counters, running epoch sums) is checkpointed atomically, so a run
 resumed from ``last.pt`` — even one stopped mid-epoch by a budget — continues exactly where the
-interrupted one was. Nothing assumes a device: pass ``device="cuda"``, ``"mps"`` or ``"cpu"``.
+interrupted one was (bit-exact on CPU); ``last.pt`` keeps the checkpoint it replaces as
+``last.prev.pt``, named by the error (or used with ``resume(..., fallback=True)``) when ``last.pt``
+turns out truncated or corrupted. Nothing assumes a device: pass ``device="cuda"``, ``"mps"`` or ``"cpu"``.
+
+Under ``torchrun`` (see :mod:`mtl.utils.distributed`) every mini-batch is split across the ranks;
+each rank scales its per-task losses by its share of the task's labelled samples, the gradients
+are summed by all-reduce, and the update equals the single-process one on the whole mini-batch
+(up to float rounding) for the loss-weighting methods whose weights do not depend on the
+gradients (equal, fixed, uncertainty, dwa). Batch-norm statistics are per rank (as in plain data
+parallelism). Only rank 0 validates and writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from mtl.multitask.tasks import MultiTaskData, TaskSpec, check_names, masked_tas
 from mtl.multitask.weighting import Weighting, make_weighting
 from mtl.training import make_optimizer
 from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves, save_checkpoint
+from mtl.utils import distributed as dist_utils
+from mtl.utils.checkpoint import load_checkpoint_or_previous
 
 __all__ = ["SELECT_BY", "MultiTaskConfig", "MultiTaskTrainer", "NonFiniteLossError", "evaluate_multitask"]
 
@@ -34,6 +45,25 @@ SELECT_BY: tuple[str, ...] = ("loss", "metric", "last")
 """Model selection on validation data: mean task loss, mean signed metric, or the last epoch."""
 
 CHECKPOINT_FORMAT = "mtlmeta-multitask-trainer-1"
+
+DISTRIBUTED_WEIGHTINGS: tuple[str, ...] = ("equal", "fixed", "uncertainty", "dwa")
+"""Weightings whose distributed update equals the single-process one (weights independent of gradients)."""
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any] | None, device: torch.device) -> None:
+    if not state:
+        return
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 class NonFiniteLossError(ConfigError):
@@ -73,9 +103,10 @@ class MultiTaskConfig:
             raise ConfigError(f"log_every must be a positive integer or None, got {self.log_every!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and not (self.grad_clip > 0):
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0
+                and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
             raise ConfigError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         if self.select_by not in SELECT_BY:
             raise ConfigError(f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
@@ -144,6 +175,20 @@ class MultiTaskTrainer:
         out_dir: str | Path | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a MultiTaskModel, got {type(model).__name__}")
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
+            raise ConfigError(f"tasks must be a list of TaskSpec, got {type(tasks).__name__}")
+        bad = [t for t in tasks if not isinstance(t, TaskSpec)]
+        if bad:
+            raise ConfigError(f"tasks must be TaskSpec objects, got a {type(bad[0]).__name__}")
+        for what, data in (("train", train), ("val", val)):
+            if data is not None and not isinstance(data, MultiTaskData):
+                raise ConfigError(f"{what} must be MultiTaskData, got {type(data).__name__}")
+        if train is None:
+            raise ConfigError("train must be MultiTaskData, got None")
+        if config is not None and not isinstance(config, MultiTaskConfig):
+            raise ConfigError(f"config must be a MultiTaskConfig, got {type(config).__name__}")
         self.tasks = list(tasks)
         names = [t.name for t in self.tasks]
         if not names:
@@ -179,7 +224,8 @@ class MultiTaskTrainer:
             groups.append({"params": own, "weight_decay": 0.0})
         self.optimizer = make_optimizer(groups, self.config.optimizer, self.config.lr, self.config.weight_decay)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.log = CSVLogger(self.out_dir / "metrics.csv", step_key="step") if self.out_dir else None
+        self.is_main = dist_utils.is_main_process()
+        self.log = CSVLogger(self.out_dir / "metrics.csv", step_key="step") if self.out_dir and self.is_main else None
         self.step = 0
         self.epoch = 0
         self.position = 0
@@ -215,18 +261,29 @@ class MultiTaskTrainer:
             "best_epoch": self.best_epoch,
             "best_val": self.best_val,
             "train_seconds": self.train_seconds,
+            "window": dict(self._window),
             "config": self._config_record(),
+            "rng": _rng_state(self.device),
         }
 
     def save(self, name: str) -> Path | None:
-        """Write ``out_dir/name`` atomically with a checksum (no-op without ``out_dir``)."""
-        if self.out_dir is None:
-            return None
-        return save_checkpoint(self.out_dir / name, self.state_dict())
+        """Write ``out_dir/name`` atomically with a checksum (no-op without ``out_dir`` or off rank 0).
 
-    def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint of the same configuration (a different one is refused)."""
-        state = load_checkpoint(path, map_location=self.device)
+        ``last.pt`` keeps the checkpoint it replaces as ``last.prev.pt``.
+        """
+        if self.out_dir is None or not self.is_main:
+            return None
+        return save_checkpoint(self.out_dir / name, self.state_dict(), keep_previous=name == "last.pt")
+
+    def resume(self, path: str | Path, fallback: bool = False) -> None:
+        """Continue from a checkpoint of the same configuration (a different one is refused).
+
+        A truncated or corrupted ``path`` is a :class:`CheckpointError` that names the checkpoint it
+        replaced (``last.prev.pt``) when that one is intact; with ``fallback=True`` training
+        continues from that previous good checkpoint instead (with a warning).
+        """
+        state, path = load_checkpoint_or_previous(path, map_location=self.device, fallback=fallback,
+                                                  warn=lambda m: print(f"warning: {m}", flush=True))
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {str(path)!r} is not a multi-task training checkpoint")
         mine, theirs = self._config_record(), state.get("config", {})
@@ -236,18 +293,28 @@ class MultiTaskTrainer:
         if diffs:
             raise CheckpointError(f"cannot resume from {str(path)!r}: its configuration differs ({'; '.join(diffs)})")
         try:
-            self.model.load_state_dict(state["model"])
-            self.weighting.load_state_dict(state["weighting"])
-        except RuntimeError as exc:
+            self._load_state(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model: {str(exc)[:200]}") from exc
+        if self.log is not None:
+            self.log.truncate_after(self.step)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self._epoch_sums = {k: float(v) for k, v in state["epoch_sums"].items()}
+        self._window = {k: float(v) for k, v in state.get("window", {}).items()}
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_val = state.get("best_val")
         self.train_seconds = float(state["train_seconds"])
-        if self.log is not None:
-            self.log.truncate_after(self.step)
+        _set_rng_state(state.get("rng"), self.device)
+
+    def _sync_ranks(self) -> None:
+        """Give every rank rank 0's state (model, optimizer, weighting, counters, RNG), e.g. after a resume."""
+        if dist_utils.is_distributed():
+            self._load_state(dist_utils.broadcast_state(self.state_dict() if self.is_main else None))
 
     def load_best(self) -> bool:
         """Load the model of ``best.pt`` when there is one; returns whether it did."""
@@ -271,38 +338,59 @@ class MultiTaskTrainer:
         return {k: v / sums["n:" + k] for k, v in sums.items() if not k.startswith("n:") and sums["n:" + k] > 0}
 
     def train_step(self, index: torch.Tensor) -> dict[str, float] | None:
-        """One update on the samples ``index``; ``None`` when no sample of the batch has any label."""
+        """One update on the samples ``index``; ``None`` when no sample of the batch has any label.
+
+        Distributed: this rank computes the losses of its share of ``index`` only; the update is
+        that of the whole batch.
+        """
         self.model.train()
-        x, targets, masks = self.train_data.batch(index, self.device)
+        world = dist_utils.world_size()
+        mine = index if world == 1 else index[dist_utils.shard_indices(len(index))]
+        x, targets, masks = self.train_data.batch(mine, self.device)
         outputs = self.model(x)
-        losses: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
+        local: dict[str, tuple[torch.Tensor, int]] = {
+            t.name: masked_task_loss(t, outputs[t.name], targets[t.name], masks.get(t.name)) for t in self.tasks}
+        if world == 1:
+            values = {n: float(loss.detach()) for n, (loss, c) in local.items() if c}
+            counts = {n: c for n, (_, c) in local.items() if c}
+        else:  # batch-wide counts and mean losses, identical on every rank
+            names = [t.name for t in self.tasks]
+            sums = torch.tensor([float(local[n][1]) for n in names] +
+                                [float(local[n][0].detach()) * local[n][1] if local[n][1] else 0.0 for n in names],
+                                dtype=torch.float64)
+            sums = dist_utils.all_reduce_sum(sums)
+            counts = {n: int(c) for n, c in zip(names, sums[:len(names)].tolist()) if c > 0}
+            values = {n: float(sums[len(names) + i]) / counts[n] for i, n in enumerate(names) if n in counts}
         for t in self.tasks:
-            loss, count = masked_task_loss(t, outputs[t.name], targets[t.name], masks.get(t.name))
-            if count:
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss of task {t.name!r} became {float(loss.detach())} at step {self.step + 1}; stopped "
-                        "before updating (lower the learning rate); the last good checkpoint is kept"
-                    )
-                losses[t.name], counts[t.name] = loss, count
-        if not losses:
+            if t.name in values and not math.isfinite(values[t.name]):
+                raise NonFiniteLossError(
+                    f"loss of task {t.name!r} became {values[t.name]} at step {self.step + 1}; stopped "
+                    "before updating (lower the learning rate); the last good checkpoint is kept"
+                )
+        if not values:
             return None
+        if world == 1:
+            losses = {n: local[n][0] for n in values}
+        else:  # world * (this rank's share of the task's labels) * its mean loss: sums to world * batch loss
+            losses = {n: local[n][0] * (world * local[n][1] / counts[n]) for n in values}
         extra = self.model.regularization() if hasattr(self.model, "regularization") else None
         self.optimizer.zero_grad(set_to_none=True)
         weights = self.weighting.backward(losses, self.model, extra, self.step)
+        if world > 1:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            dist_utils.all_reduce_gradients(params, divisor=float(world))
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.weighting.after_step()
         self.step += 1
-        row = {f"train_loss_{n}": float(loss.detach()) for n, loss in losses.items()}
+        row = {f"train_loss_{n}": v for n, v in values.items()}
         row.update({f"weight_{n}": w for n, w in weights.items()})
         if extra is not None:
             row["regularization"] = float(extra.detach())
         for sums in (self._epoch_sums, self._window):
-            for n, loss in losses.items():
-                self._accumulate(sums, f"train_loss_{n}", float(loss.detach()), counts[n])
+            for n, v in values.items():
+                self._accumulate(sums, f"train_loss_{n}", v, counts[n])
             for n, w in weights.items():
                 self._accumulate(sums, f"weight_{n}", w)
             if extra is not None:
@@ -330,7 +418,7 @@ class MultiTaskTrainer:
         self._epoch_sums = {}
         row: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "seconds": round(self.train_seconds, 3),
                                **{k: round(v, 6) for k, v in means.items()}}
-        if self.val_data is not None:
+        if self.val_data is not None and self.is_main:
             val = self.evaluate(self.val_data)
             self.last_val = val
             for t in self.tasks:
@@ -354,19 +442,25 @@ class MultiTaskTrainer:
         ``restore_best`` loads ``best.pt`` at the end (when validation selected one).
         """
         cfg = self.config
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be a Budget or None, got {type(budget).__name__}")
         budget = budget or Budget(iterations=10**15)
-        budget.restart()
         n = len(self.train_data)
         per_epoch = math.ceil(n / cfg.batch_size)
+        self._check_world(n)
+        self._sync_ranks()
+        budget.restart()
+        timed = budget.seconds is not None and dist_utils.is_distributed()
         bar = tqdm(total=cfg.epochs * per_epoch, initial=min(self.step, cfg.epochs * per_epoch),
-                   disable=not cfg.progress, desc=f"multitask {getattr(self.model, 'arch', '')}", unit="step",
-                   dynamic_ncols=True, leave=False)
+                   disable=not (cfg.progress and self.is_main), desc=f"multitask {getattr(self.model, 'arch', '')}",
+                   unit="step", dynamic_ncols=True, leave=False)
         stopped = False
         try:
             while self.epoch < cfg.epochs and not stopped:
                 order = self._batch_order(self.epoch)
                 while self.position < per_epoch:
-                    if budget.exhausted(self.step):
+                    out_of_budget = budget.exhausted(self.step)
+                    if dist_utils.any_process(out_of_budget) if timed else out_of_budget:
                         stopped = True
                         break
                     index = order[self.position * cfg.batch_size:(self.position + 1) * cfg.batch_size]
@@ -400,6 +494,22 @@ class MultiTaskTrainer:
             "best_val": self.best_val,
             "weights": self.weighting.current_weights(),
         }
+
+    def _check_world(self, n: int) -> None:
+        """Refuse distributed settings whose update would differ from the single-process one."""
+        world = dist_utils.world_size()
+        if world == 1:
+            return
+        name = self.weighting.name
+        if name not in DISTRIBUTED_WEIGHTINGS:
+            raise ConfigError(f"weighting {name!r} combines per-task gradients and does not run distributed; "
+                              f"use one of {', '.join(DISTRIBUTED_WEIGHTINGS)} or a single process")
+        bs = self.config.batch_size
+        last = n % bs
+        if bs < world or 0 < last < world:
+            raise ConfigError(f"batch_size {bs} with {n} training samples gives a batch of {last or bs} sample(s), "
+                              f"fewer than the {world} processes; choose a batch size so that every batch has at "
+                              f"least {world} samples")
 
     def plot(self) -> Path | None:
         """``curves.png``: per-task training losses, task weights and validation metrics over steps."""
