@@ -33,6 +33,7 @@ from mtl.utils import (
     resolve_device,
     seed_everything,
 )
+from mtl.utils import distributed as dist_utils
 
 ALGORITHMS: dict[str, type[nn.Module]] = {
     "maml": MAML,
@@ -310,6 +311,8 @@ def run_fewshot(
     cpu_start = time.process_time()
     summary = trainer.fit(budget)
     train_cpu_seconds = time.process_time() - cpu_start
+    if not dist_utils.is_main_process():  # under torchrun only rank 0 tests and reports
+        return {"meta_iterations": summary["meta_iterations"], "rank": dist_utils.rank()}
     trainer.load_best()
     start = time.perf_counter()
     result = evaluate(trainer.algo, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks")

@@ -1,6 +1,14 @@
 """Shared training utilities: checkpoints, seeds, devices, budgets, logs and plots."""
 
-from mtl.utils.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from mtl.utils.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    load_checkpoint_or_previous,
+    previous_path,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from mtl.utils.logging import CSVLogger, plot_curves
 from mtl.utils.runtime import Budget, check_new_output, prepare_out_dir, resolve_device, seed_everything
 
@@ -11,9 +19,12 @@ __all__ = [
     "atomic_write_text",
     "check_new_output",
     "load_checkpoint",
+    "load_checkpoint_or_previous",
     "plot_curves",
     "prepare_out_dir",
+    "previous_path",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "verify_checkpoint",
 ]
