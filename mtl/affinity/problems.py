@@ -69,7 +69,8 @@ def sides_tasks(parts: dict[str, LabelledImages], attribute: str, sizes: Sequenc
             attribute ``attribute``; class ids must be ``0..C-1``.
         attribute: name of the per-sample attribute (e.g. ``"alphabet"``).
         sizes: number of train / val / test pairs.
-        seed, max_shift: as in :func:`~mtl.multitask.data.overlay_pairs`.
+        seed: as in :func:`~mtl.multitask.data.overlay_pairs`.
+        max_shift: as in :func:`~mtl.multitask.data.overlay_pairs`.
         name: the problem's name.
         class_label: the name of the class tasks' suffix.
     """

@@ -90,7 +90,9 @@ def correlated_regression(
         correlations: the ``T x T`` matrix ``P`` (symmetric, unit diagonal, positive
             semi-definite); default :data:`PAIRS_CORRELATIONS` (4 tasks, two correlated pairs).
         task_names: one name per task (default ``t1 .. tT``).
-        num_train, num_val, num_test: samples per split.
+        num_train: training samples.
+        num_val: validation samples.
+        num_test: test samples.
         input_dim: ``d >= T``.
         num_sines: ``m``.
         scale: ``c``.

@@ -142,9 +142,10 @@ class AffinityTrainer(MultiTaskTrainer):
     as in the paper's SGD formulation). The running average is :meth:`affinity`. Training itself
     is exactly that of the parent class.
 
+    The other arguments (``model``, ``tasks``, ``train``, ``val``, ``weighting``, ``config``,
+    ``out_dir``, ``device``) are those of :class:`~mtl.multitask.trainer.MultiTaskTrainer`.
+
     Args:
-        model, tasks, train, val, weighting, config, out_dir, device: as for
-            :class:`~mtl.multitask.trainer.MultiTaskTrainer`.
         every: probe every this many steps (``>= 1``).
         lookahead_lr: the lookahead SGD step size ``eta``.
     """
