@@ -25,16 +25,17 @@ import torch
 from mtl.backbones import create_backbone
 from mtl.training import evaluate_classifier, train_classifier
 from mtl.transfer import (
+    RULES,
     FeatureCache,
     FineTuneRecipe,
     advise,
     build_from_checkpoint,
+    distance_extractor,
     fine_tune,
     freeze,
     load_partial,
     measure_distance,
     save_named_checkpoint,
-    split_at,
     train_on_features,
     trunk_layers,
 )
@@ -92,7 +93,8 @@ def main() -> int:
         print(f"4. {strategy}: test accuracy {100 * results[strategy]:.1f}%")
 
     # 5. the advisor, from the target size and the measured source/target distance
-    distance = measure_distance(split_at(source, "features").lower, problem.source.images, problem.target_pool)
+    distance = measure_distance(distance_extractor(source, RULES["calibrated"].measure), problem.source.images,
+                                problem.target_pool)
     advice = advise(5, distance, trunk_layers(source))
     print(f"5. advice: {advice.strategy} [{advice.regime}] (proxy A-distance {distance:.2f})")
     summary = {"restore": report.as_dict(), "accuracy": results, "advice": advice.as_dict(),

@@ -26,7 +26,7 @@ def test_run_saves_source_then_restores_it_by_pattern(tmp_path, capsys):
     result = json.loads(second.read_text())
     matched = result["source_model"]["restore"]["matched"]
     assert matched and {n.split(".")[1] for n in matched} == {"block1", "block2"}
-    assert result["distance"] == {"value": 1.5, "source": "given"}
+    assert result["distance"]["value"] == 1.5 and result["distance"]["source"] == "given"
     assert result["advice"]["strategy"] == "full"  # 5 per class is 'much data'
 
 
@@ -48,9 +48,16 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 def test_advise_and_inspect_write_json(tmp_path, capsys):
     out = tmp_path / "advice.json"
-    assert main(["transfer", "advise", "--per-class", "1", "--distance", "1.6", "--json", str(out)]) == 0
+    assert main(["transfer", "advise", "--per-class", "1", "--distance", "1.6", "--rule", "four_regimes",
+                 "--json", str(out)]) == 0
     advice = json.loads(out.read_text())
     assert advice["strategy"] == "partial:features.block3" and "little data" in advice["regime"]
+    assert advice["rule"] == "four_regimes" and advice["thresholds"]["different_above"] == 1.0
+    assert main(["transfer", "advise", "--per-class", "1", "--distance", "1.6", "--rule", "four_regimes",
+                 "--different-above", "1.7", "--json", str(tmp_path / "override.json")]) == 0
+    assert json.loads((tmp_path / "override.json").read_text())["strategy"] == "linear_probe"
+    assert main(["transfer", "advise", "--per-class", "1", "--distance", "0.5", "--different-above", "2.5"]) == 2
+    assert "different_above" in capsys.readouterr().err
     assert main(["transfer", "advise", "--per-class", "1", "--distance", "1.6", "--json", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     src = tmp_path / "src.safetensors"

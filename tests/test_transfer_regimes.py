@@ -18,6 +18,7 @@ from mtl.transfer import (
     measure_distance,
     trunk_layers,
 )
+from mtl.transfer.regimes import RULES, AdviceRule, CalibrationCell, calibrate_rule, distance_extractor, score_rule
 
 LAYERS = ["features.block1", "features.block2", "features.block3", "features.block4"]
 
@@ -29,11 +30,35 @@ def data(n: int = 24, classes: int = 3) -> LabelledImages:
 
 @pytest.mark.parametrize(("per_class", "distance", "expected"), [
     (1, 0.2, "linear_probe"), (1, 1.8, "partial:features.block3"), (20, 0.2, "full"), (20, 1.8, "full")])
-def test_advice_follows_the_four_regimes(per_class, distance, expected):
-    advice = advise(per_class, distance, LAYERS)
+def test_seed_rule_follows_the_four_regimes(per_class, distance, expected):
+    advice = advise(per_class, distance, LAYERS, rule="four_regimes")
     assert str(advice.strategy) == expected
     assert ("little" in advice.regime) == (per_class < 5)
     assert ("different" in advice.regime) == (distance > 1)
+    assert advice.rule == "four_regimes" and advice.measure == "features"
+
+
+@pytest.mark.parametrize(("per_class", "distance", "expected"), [
+    (1, 0.4, "linear_probe"), (4, 1.16, "linear_probe"), (1, 1.17, "full"), (1, 2.0, "full"), (5, 0.4, "full"),
+    (10, 2.0, "full")])
+def test_calibrated_rule_is_the_default_decision_table(per_class, distance, expected):
+    advice = advise(per_class, distance, LAYERS)
+    assert str(advice.strategy) == expected
+    assert advice.rule == "calibrated" and advice.measure == "pixels"
+    assert advice.thresholds == {"small_below": 5.0, "different_above": 1.16}
+    assert f"pixels distance {distance:.2f}" in advice.reason
+
+
+def test_thresholds_can_be_overridden_and_rules_given_as_tables():
+    assert str(advise(4, 0.2, LAYERS, rule="four_regimes").strategy) == "linear_probe"
+    assert str(advise(4, 0.2, LAYERS, rule="four_regimes", small_below=3).strategy) == "full"
+    advice = advise(1, 0.9, LAYERS, rule="four_regimes", different_above=0.5)
+    assert str(advice.strategy) == "partial:features.block3" and advice.thresholds["different_above"] == 0.5
+    table = AdviceRule("mine", "pixels", 2.0, 1.5, "full", "linear_probe", "partial", "linear_probe")
+    assert table.kind_for(1, 1.6) == "linear_probe" and table.kind_for(1, 1.5) == "full"
+    assert table.kind_for(2, 0.1) == "partial" and table.kind_for(2, 1.9) == "linear_probe"
+    advice = advise(1, 1.6, LAYERS, rule=table)
+    assert advice.rule == "mine" and advice.measure == "pixels" and "pixels distance 1.60 > 1.5" in advice.reason
 
 
 def test_advice_rejects_bad_input():
@@ -41,10 +66,61 @@ def test_advice_rejects_bad_input():
         advise(5, 2.5, LAYERS)
     with pytest.raises(ConfigError, match="per_class"):
         advise(0, 1.0, LAYERS)
+    with pytest.raises(ConfigError, match="rule must be one of"):
+        advise(1, 1.0, LAYERS, rule="best_guess")
+    with pytest.raises(ConfigError, match="different_above"):
+        advise(1, 1.0, LAYERS, different_above=3.0)
+    with pytest.raises(ConfigError, match="measure"):
+        AdviceRule("x", measure="logits")
+    with pytest.raises(ConfigError, match="little_different"):
+        AdviceRule("x", little_different="scratch")
     with pytest.raises(ConfigError, match="strategy"):
         Strategy.parse("everything")
     with pytest.raises(ConfigError, match="from_layer"):
         Strategy("partial")
+
+
+def cell(per_class, pixels, features, lp, partial, full, label=""):
+    return CalibrationCell(per_class, {"pixels": pixels, "first_layer": pixels, "features": features},
+                           {"linear_probe": lp, "partial": partial, "full": full}, label)
+
+
+def test_calibration_finds_the_measure_and_threshold_that_separate_the_winners():
+    # Pixels separate the sources whose frozen features fail (1.9-2.0) from the others (0.3-1.2);
+    # the trunk-feature distances are shuffled so that no threshold on them does.
+    cells = [cell(1, 0.3, 1.9, .42, .40, .39), cell(1, 1.2, 1.2, .37, .35, .33), cell(1, 2.0, 1.5, .05, .15, .22),
+             cell(1, 1.9, 1.0, .10, .18, .20), cell(10, 0.3, 1.9, .80, .85, .86), cell(10, 2.0, 1.5, .34, .70, .80)]
+    rule, report = calibrate_rule(cells, measures=("pixels", "features"))
+    assert rule.measure == "pixels" and rule.different_above == pytest.approx((1.2 + 1.9) / 2)
+    assert rule.table() == {"little_similar": "linear_probe", "little_different": "full", "much_similar": "full",
+                            "much_different": "full"}
+    assert report["chosen"] == "pixels" and report["per_measure"]["pixels"]["lost"] == 0
+    assert report["per_measure"]["features"]["lost"] > 0
+    score = score_rule(rule, cells)
+    assert score["hits"] == 6 and score["lost"] == 0
+    seed = score_rule(RULES["four_regimes"], cells)
+    assert seed["hits"] == 2 and seed["lost"] == pytest.approx(.02 + .02 + .07 + .10)
+
+
+def test_calibration_prefers_no_split_and_keeps_the_base_rule_where_it_has_no_data():
+    cells = [cell(1, 0.3, 0.3, .5, .4, .3), cell(1, 1.8, 1.8, .5, .4, .3)]
+    rule, _ = calibrate_rule(cells, measures=("pixels",))
+    assert rule.different_above == 2.0 and rule.little_similar == "linear_probe"
+    assert (rule.much_similar, rule.much_different) == ("full", "full")  # no 'much data' cell: the seed's choice
+    with pytest.raises(ConfigError, match="accuracy"):
+        calibrate_rule([CalibrationCell(1, {"pixels": 0.1}, {"full": 0.3})], measures=("pixels",))
+    with pytest.raises(ConfigError, match="first_layer"):
+        calibrate_rule([CalibrationCell(1, {"pixels": 0.1}, {"full": 0.3})], measures=("first_layer",))
+
+
+def test_distance_extractors_read_pixels_the_first_block_or_the_trunk():
+    m = create_backbone("conv4", hidden=4, num_classes=3)
+    x = data(2).images
+    assert distance_extractor(m, "pixels")(x).shape == (2, 784)
+    assert distance_extractor(m, "first_layer")(x).shape == (2, 4, 14, 14)
+    assert distance_extractor(m, "features")(x).shape == (2, m.out_features)
+    with pytest.raises(ConfigError, match="measure"):
+        distance_extractor(m, "head")
 
 
 def test_strategies_freeze_what_they_say():

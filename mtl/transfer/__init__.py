@@ -32,20 +32,36 @@ from mtl.transfer.freezing import (
 )
 from mtl.transfer.pretraining import LayerReport, PretrainConfig, greedy_pretrain, layer_units
 from mtl.transfer.regimes import (
+    DISTANCE_MEASURES,
+    RULES,
     STRATEGIES,
     Advice,
+    AdviceRule,
+    CalibrationCell,
     FineTuneRecipe,
     FineTuneResult,
     Strategy,
     advise,
     apply_strategy,
+    calibrate_rule,
+    distance_extractor,
     fine_tune,
+    get_rule,
     measure_distance,
     replace_head,
+    score_rule,
     trunk_layers,
 )
 
 __all__ = [
+    "score_rule",
+    "get_rule",
+    "distance_extractor",
+    "calibrate_rule",
+    "CalibrationCell",
+    "AdviceRule",
+    "RULES",
+    "DISTANCE_MEASURES",
     "STRATEGIES",
     "Advice",
     "FeatureCache",

@@ -7,6 +7,7 @@ Examples::
     mtlmeta transfer run --dataset omniglot --root ... --init runs/src.pt --restore '^features\\.block[12]\\.' \\
         --strategy partial:block3
     mtlmeta transfer advise --per-class 10 --distance 0.4 --json runs/advice.json
+    mtlmeta transfer advise --per-class 1 --distance 1.6 --rule four_regimes
     mtlmeta transfer inspect runs/src.pt --pattern 'block1'
 """
 
@@ -50,10 +51,10 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
         load_partial,
         measure_distance,
         save_named_checkpoint,
-        split_at,
         trunk_layers,
     )
     from mtl.transfer.problems import make_transfer_problem
+    from mtl.transfer.regimes import distance_extractor, get_rule
     from mtl.utils import check_new_output, resolve_device, seed_everything
 
     check_new_output(args.json, args.overwrite, what="--json")
@@ -92,12 +93,14 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     layers = trunk_layers(model)
     distance = args.distance
     distance_source = "given"
+    measure = get_rule(args.rule).measure
     if distance is None:
-        lower = split_at(model, "features").lower
-        distance = measure_distance(lower, problem.source.images, problem.target_pool, seed=args.seed)
-        distance_source = "measured: proxy A-distance on the source model's features (target: unlabelled pool)"
+        distance = measure_distance(distance_extractor(model, measure), problem.source.images, problem.target_pool,
+                                    seed=args.seed)
+        distance_source = f"measured: proxy A-distance on {measure} (source model; target: unlabelled pool)"
     per_class = len(problem.target_train) / problem.target_train.num_classes
-    advice = advise(per_class, distance, layers, small_below=args.small_below, different_above=args.different_above)
+    advice = advise(per_class, distance, layers, rule=args.rule, small_below=args.small_below,
+                    different_above=args.different_above)
     strategy = advice.strategy if args.strategy == "auto" else Strategy.parse(args.strategy)
     print(f"advice: {advice.strategy} ({advice.reason}); running {strategy}")
     recipe = FineTuneRecipe(epochs=args.epochs, lr=args.lr, step_size=args.step_size, gamma=args.gamma,
@@ -113,7 +116,7 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
         "backbone": args.backbone,
         "backbone_kwargs": kwargs,
         "source_model": source_info,
-        "distance": {"value": distance, "source": distance_source},
+        "distance": {"value": distance, "measure": measure, "source": distance_source},
         "advice": advice.as_dict(),
         "strategy": str(strategy),
         "recipe": vars(recipe),
@@ -135,7 +138,7 @@ def run_advise(args: argparse.Namespace) -> dict[str, Any]:
 
     check_new_output(args.json, args.overwrite, what="--json")
     model = create_backbone(args.backbone, **_backbone_kwargs(args))
-    advice = advise(args.per_class, args.distance, trunk_layers(model), small_below=args.small_below,
+    advice = advise(args.per_class, args.distance, trunk_layers(model), rule=args.rule, small_below=args.small_below,
                     different_above=args.different_above)
     print(f"{advice.strategy}  [{advice.regime}]  {advice.reason}")
     result = {"command": "transfer advise", **advice.as_dict()}
@@ -193,11 +196,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help='more backbone arguments, e.g. \'{"num_blocks": 3}\'')
 
     def advisor_args(q: argparse.ArgumentParser) -> None:
+        from mtl.transfer.regimes import DEFAULT_RULE, RULES
+
         g = q.add_argument_group("advisor")
-        g.add_argument("--small-below", type=positive_float_arg, default=5.0,
-                       help="fewer target examples per class than this is 'little data' (default 5)")
-        g.add_argument("--different-above", type=float, default=1.0,
-                       help="a proxy A-distance above this is a 'different' source (default 1.0)")
+        g.add_argument("--rule", default=DEFAULT_RULE, choices=tuple(RULES),
+                       help=f"decision table (default {DEFAULT_RULE}; four_regimes: the seed's uncalibrated rule); "
+                            "it also says where the distance is measured")
+        g.add_argument("--small-below", type=positive_float_arg, default=None,
+                       help="override the rule's: fewer target examples per class than this is 'little data'")
+        g.add_argument("--different-above", type=float, default=None,
+                       help="override the rule's: a proxy A-distance above this is a 'different' source")
 
     q = tsub.add_parser("run", help="pre-train (or restore) a source model, then fine-tune on the target")
     g = q.add_argument_group("problem")
@@ -222,7 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--strategy", type=_strategy_arg, default="auto",
                    help="auto (the advisor), linear_probe, full or partial:LAYER (default auto)")
     g.add_argument("--distance", type=float, default=None,
-                   help="source/target proxy A-distance to advise with (default: measured)")
+                   help="source/target proxy A-distance to advise with (default: measured where --rule says)")
     g.add_argument("--epochs", type=positive_int_arg, default=15)
     g.add_argument("--lr", type=positive_float_arg, default=0.01, help="SGD rate (momentum 0.9)")
     g.add_argument("--step-size", type=positive_int_arg, default=7, help="StepLR step (epochs, default 7)")
@@ -236,7 +244,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = tsub.add_parser("advise", help="recommend linear probe, partial or full fine-tuning")
     q.add_argument("--per-class", type=positive_float_arg, required=True, help="labelled target examples per class")
-    q.add_argument("--distance", type=float, required=True, help="source/target proxy A-distance in [0, 2]")
+    q.add_argument("--distance", type=float, required=True,
+                   help="source/target proxy A-distance in [0, 2], measured where --rule says (calibrated: raw pixels)")
     model_args(q)
     advisor_args(q)
     q.add_argument("--json", default=None, metavar="PATH", help="write the advice here")

@@ -9,16 +9,21 @@ source:
   the rest (partial fine-tune from a middle layer);
 - much data, similar or different: fine-tune the whole network (full fine-tune).
 
-:func:`advise` applies that rule to a target size and a measured source/target distance (the
-proxy A-distance of Ben-David et al. 2007, :func:`mtl.adaptation.proxy_a_distance`, or a value
-given by the user). :func:`fine_tune` runs any strategy with the classic recipe of the PyTorch
+:func:`advise` applies a decision table (:class:`AdviceRule`) to a target size and a measured
+source/target distance (the proxy A-distance of Ben-David et al. 2007,
+:func:`mtl.adaptation.proxy_a_distance`, on raw pixels or the source model's features, or a value
+given by the user). ``RULES["four_regimes"]`` is the rule above with the seed's uncalibrated
+thresholds; the default ``RULES["calibrated"]`` was fitted by :func:`calibrate_rule` on an Omniglot
+split disjoint from the evaluation one: with little data a linear probe unless the raw-pixel
+distance says the low-level statistics differ, then a full fine-tune; with much data a full
+fine-tune. :func:`fine_tune` runs any strategy with the classic recipe of the PyTorch
 fine-tuning tutorial: a new head, SGD with momentum 0.9, ``StepLR(step_size=7, gamma=0.1)``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,16 +42,24 @@ from mtl.transfer.freezing import (
 )
 
 __all__ = [
+    "DISTANCE_MEASURES",
+    "RULES",
     "STRATEGIES",
     "Advice",
+    "AdviceRule",
+    "CalibrationCell",
     "FineTuneRecipe",
     "FineTuneResult",
     "Strategy",
     "advise",
     "apply_strategy",
+    "calibrate_rule",
+    "distance_extractor",
     "fine_tune",
+    "get_rule",
     "measure_distance",
     "replace_head",
+    "score_rule",
     "trunk_layers",
 ]
 
@@ -82,9 +95,73 @@ def trunk_layers(model: nn.Module) -> list[str]:
     return [g for g, _ in layer_groups(model) if not g.startswith("head")]
 
 
+DISTANCE_MEASURES = ("pixels", "first_layer", "features")
+"""Where a rule measures the source/target proxy A-distance: raw pixels, the source model's first
+trunk layer, or its whole trunk (the features the head sees). See :func:`distance_extractor`."""
+
+
+@dataclass(frozen=True)
+class AdviceRule:
+    """A decision table: target size (``small_below``) x source/target distance (``different_above``,
+    measured on ``measure``) -> one strategy kind per regime (``"partial"`` starts at the middle layer).
+
+    :data:`RULES` holds the seed's four-regime rule and the one calibrated on Omniglot
+    (``benchmarks/transfer_calibrate.py``, :func:`calibrate_rule`).
+    """
+
+    name: str
+    measure: str = "features"
+    small_below: float = 5.0
+    different_above: float = 1.0
+    little_similar: str = "linear_probe"
+    little_different: str = "partial"
+    much_similar: str = "full"
+    much_different: str = "full"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.measure not in DISTANCE_MEASURES:
+            raise ConfigError(f"rule measure must be one of {', '.join(DISTANCE_MEASURES)}, got {self.measure!r}")
+        if not self.small_below > 0 or not 0 <= self.different_above <= 2:
+            raise ConfigError(f"rule needs small_below > 0 and different_above in [0, 2], got "
+                              f"small_below={self.small_below!r}, different_above={self.different_above!r}")
+        for regime in _REGIMES:
+            if getattr(self, regime) not in STRATEGIES:
+                raise ConfigError(f"rule {regime} must be one of {', '.join(STRATEGIES)}, "
+                                  f"got {getattr(self, regime)!r}")
+
+    def kind_for(self, per_class: float, distance: float) -> str:
+        """The strategy kind this table gives for ``per_class`` examples and ``distance``."""
+        small, different = per_class < self.small_below, distance > self.different_above
+        return getattr(self, f"{'little' if small else 'much'}_{'different' if different else 'similar'}")
+
+    def table(self) -> dict[str, str]:
+        """The four regimes and their strategy kinds."""
+        return {regime: getattr(self, regime) for regime in _REGIMES}
+
+
+_REGIMES = ("little_similar", "little_different", "much_similar", "much_different")
+
+RULES: dict[str, AdviceRule] = {
+    "four_regimes": AdviceRule(
+        "four_regimes", "features", 5.0, 1.0, "linear_probe", "partial", "full", "full",
+        "the seed's four regimes (CS231n notes); thresholds not calibrated"),
+    "calibrated": AdviceRule(
+        "calibrated", "pixels", 5.0, 1.16, "linear_probe", "full", "full", "full",
+        "fitted by calibrate_rule on 10 cells of an Omniglot split disjoint from the evaluation one "
+        "(target Korean + Tagalog; 5 sources; 1 and 10 per class; benchmarks/transfer_calibrate.py): "
+        "frozen features serve little data unless the low-level image statistics differ"),
+}
+"""Named decision tables for :func:`advise`: ``"four_regimes"`` is the seed's uncalibrated rule,
+``"calibrated"`` the one fitted on a calibration split (``docs/transfer.md``). The threshold
+1.16 is the midpoint between the calibration sources at pixel distance 0.79 and 1.53;
+``small_below`` stays 5 (only 1 and 10 per class were measured, so any value in (1, 10] fits)."""
+DEFAULT_RULE = "calibrated"
+
+
 @dataclass
 class Advice:
-    """A recommended strategy, the regime it comes from, and why."""
+    """A recommended strategy, the regime it comes from, the rule used, and why."""
 
     strategy: Strategy
     regime: str
@@ -92,6 +169,8 @@ class Advice:
     distance: float
     reason: str
     thresholds: dict[str, float] = field(default_factory=dict)
+    rule: str = DEFAULT_RULE
+    measure: str = "features"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""
@@ -100,17 +179,36 @@ class Advice:
         return out
 
 
-def advise(per_class: float, distance: float, layers: list[str], *, small_below: float = 5.0,
-           different_above: float = 1.0) -> Advice:
-    """Recommend a strategy from the target size and the source/target distance (the four regimes).
+_WHY = {
+    "linear_probe": "the frozen features already fit; more trainable weights would overfit",
+    "partial": "keep the generic lower layers, re-learn the source-specific upper ones from {start}",
+    "full": "adapt every layer: {cause}",
+}
+
+
+def get_rule(rule: str | AdviceRule) -> AdviceRule:
+    """``rule`` itself, or the :data:`RULES` entry of that name."""
+    if isinstance(rule, AdviceRule):
+        return rule
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)} or an AdviceRule, got {rule!r}")
+    return RULES[rule]
+
+
+def advise(per_class: float, distance: float, layers: list[str], *, rule: str | AdviceRule = DEFAULT_RULE,
+           small_below: float | None = None, different_above: float | None = None) -> Advice:
+    """Recommend a strategy from the target size and the source/target distance with a decision table.
 
     Args:
         per_class: labelled target examples per class.
-        distance: proxy A-distance between source and target in ``[0, 2]`` (0: indistinguishable).
+        distance: proxy A-distance between source and target in ``[0, 2]`` (0: indistinguishable),
+            measured where the rule says (``Advice.measure``; see :func:`distance_extractor`).
         layers: the model's trunk layers, input first (see :func:`trunk_layers`); a partial
             fine-tune starts at the middle one.
-        small_below: fewer examples per class than this is "little data".
-        different_above: a distance above this is a "different" source.
+        rule: a name in :data:`RULES` (``"four_regimes"``: the seed's rule, ``"calibrated"``: fitted
+            on a calibration split of Omniglot) or an :class:`AdviceRule`.
+        small_below: override the rule's: fewer examples per class than this is "little data".
+        different_above: override the rule's: a distance above this is a "different" source.
     """
     if isinstance(per_class, bool) or not isinstance(per_class, (int, float)) or not per_class > 0:
         raise ConfigError(f"per_class must be a number > 0, got {per_class!r}")
@@ -118,21 +216,135 @@ def advise(per_class: float, distance: float, layers: list[str], *, small_below:
         raise ConfigError(f"distance must be a proxy A-distance in [0, 2], got {distance!r}")
     if not layers:
         raise ConfigError("layers must list at least one trunk layer")
-    small = per_class < small_below
-    different = distance > different_above
+    table = get_rule(rule)
+    overrides = {k: v for k, v in (("small_below", small_below), ("different_above", different_above))
+                 if v is not None}
+    if overrides:
+        table = replace(table, **overrides)
+    small = per_class < table.small_below
+    different = distance > table.different_above
     regime = f"{'little' if small else 'much'} data, {'different' if different else 'similar'} source"
-    size = f"{per_class:g} per class {'<' if small else '>='} {small_below:g}"
-    dist = f"distance {distance:.2f} {'>' if different else '<='} {different_above:g}"
-    if small and not different:
-        strategy, why = Strategy("linear_probe"), "the top features already fit; more trainable weights would overfit"
-    elif small:
-        start = layers[len(layers) // 2]
-        strategy = Strategy("partial", start)
-        why = f"keep the generic lower layers, re-learn the source-specific upper ones from {start}"
-    else:
-        strategy, why = Strategy("full"), "enough data to adapt every layer without overfitting"
+    size = f"{per_class:g} per class {'<' if small else '>='} {table.small_below:g}"
+    dist = f"{table.measure} distance {distance:.2f} {'>' if different else '<='} {table.different_above:g}"
+    kind = table.kind_for(per_class, distance)
+    start = layers[len(layers) // 2]
+    strategy = Strategy("partial", start) if kind == "partial" else Strategy(kind)
+    cause = "enough data to adapt without overfitting" if not small else "the frozen features do not fit the target"
+    why = _WHY[kind].format(start=start, cause=cause)
     return Advice(strategy, regime, float(per_class), float(distance), f"{size}, {dist}: {why}",
-                  {"small_below": small_below, "different_above": different_above})
+                  {"small_below": table.small_below, "different_above": table.different_above}, table.name,
+                  table.measure)
+
+
+def distance_extractor(model: nn.Module, measure: str) -> nn.Module:
+    """The map whose outputs :func:`measure_distance` compares for ``measure`` (see :data:`DISTANCE_MEASURES`).
+
+    ``"pixels"``: ``nn.Flatten()``; ``"first_layer"``: the first trunk layer of ``model``;
+    ``"features"``: the whole trunk.
+    """
+    from mtl.transfer.features import split_at
+
+    if measure == "pixels":
+        return nn.Flatten()
+    if measure == "first_layer":
+        return split_at(model, trunk_layers(model)[0]).lower
+    if measure == "features":
+        return split_at(model, "features").lower
+    raise ConfigError(f"measure must be one of {', '.join(DISTANCE_MEASURES)}, got {measure!r}")
+
+
+@dataclass
+class CalibrationCell:
+    """One measured cell for :func:`calibrate_rule`: target size, distances per measure, mean accuracy per strategy.
+
+    ``accuracy`` maps strategy kinds (``"linear_probe"``, ``"partial"``, ``"full"``) to mean test accuracy.
+    """
+
+    per_class: float
+    distances: dict[str, float]
+    accuracy: dict[str, float]
+    label: str = ""
+
+
+_TIE = 1e-6  # accuracies this close are a tie (float32 accuracies averaged in another order)
+
+
+def _lost(cell: CalibrationCell, kind: str) -> float:
+    lost = max(cell.accuracy.values()) - cell.accuracy[kind]
+    return 0.0 if lost < _TIE else lost
+
+
+def score_rule(rule: AdviceRule, cells: list[CalibrationCell]) -> dict[str, Any]:
+    """How ``rule`` does on measured cells: hits (advised = best, ties count), accuracy lost per cell and in total."""
+    rows, hits, lost = [], 0, 0.0
+    for cell in cells:
+        kind = rule.kind_for(cell.per_class, cell.distances[rule.measure])
+        best = "/".join(k for k in STRATEGIES if _lost(cell, k) == 0)
+        regret = _lost(cell, kind)
+        hits += regret == 0
+        lost += regret
+        rows.append({"label": cell.label, "advised": kind, "best": best, "lost": regret})
+    return {"hits": hits, "cells": len(cells), "lost": lost, "rows": rows}
+
+
+def calibrate_rule(cells: list[CalibrationCell], *, measures: tuple[str, ...] = DISTANCE_MEASURES,
+                   small_below: float = 5.0, name: str = "calibrated", base: str | AdviceRule = "four_regimes",
+                   ) -> tuple[AdviceRule, dict[str, Any]]:
+    """Fit a decision table to measured cells: the measure, the distance threshold and a strategy per regime.
+
+    For each measure, each candidate threshold (a midpoint between neighbouring measured distances,
+    or none: every source "similar") splits the cells into the four regimes; each regime gets the
+    strategy that loses the least summed accuracy against the per-cell best (ties: more cells won,
+    then ``base``'s choice). The measure and threshold losing least overall win; ties go to the
+    rule without a split, then to the widest gap between the distances on either side of the
+    threshold (a max-margin choice). A regime with no cell keeps ``base``'s strategy. Returns the
+    rule and a report (the best threshold of every measure, with its loss and hits).
+    """
+    if not cells:
+        raise ConfigError("calibrate_rule needs at least one measured cell")
+    for m in measures:
+        if m not in DISTANCE_MEASURES:
+            raise ConfigError(f"measures must be among {', '.join(DISTANCE_MEASURES)}, got {m!r}")
+        if any(m not in c.distances for c in cells):
+            raise ConfigError(f"every cell needs a {m!r} distance")
+    if any(set(c.accuracy) != set(STRATEGIES) for c in cells):
+        raise ConfigError(f"every cell needs the accuracy of each of {', '.join(STRATEGIES)}")
+    fallback = get_rule(base)
+    order = {k: i for i, k in enumerate(STRATEGIES)}
+    best_of: dict[str, dict[str, Any]] = {}
+    for m in measures:
+        values = sorted({round(c.distances[m], 6) for c in cells})
+        candidates = [(2.0, 0.0, False)] + [((a + b) / 2, b - a, True) for a, b in zip(values, values[1:])]
+        for threshold, margin, split in candidates:
+            table: dict[str, str] = {}
+            loss, hits = 0.0, 0
+            for regime in _REGIMES:
+                small, different = regime.startswith("little"), regime.endswith("different")
+                group = [c for c in cells if (c.per_class < small_below) == small
+                         and (c.distances[m] > threshold) == different]
+                if not group:
+                    table[regime] = getattr(fallback, regime)
+                    continue
+
+                def cost(kind: str, group: list[CalibrationCell] = group, regime: str = regime) -> tuple:
+                    lost = sum(_lost(c, kind) for c in group)
+                    won = sum(_lost(c, kind) == 0 for c in group)
+                    return round(lost, 9), -won, kind != getattr(fallback, regime), order[kind]
+
+                table[regime] = min(STRATEGIES, key=cost)
+                loss += cost(table[regime])[0]
+                hits -= cost(table[regime])[1]
+            key = (round(loss, 9), -hits, split, -margin)
+            entry = {"measure": m, "threshold": threshold, "margin": margin, "lost": loss, "hits": hits,
+                     "cells": len(cells), "table": table, "key": key}
+            if m not in best_of or key < best_of[m]["key"]:
+                best_of[m] = entry
+    chosen = min(best_of.values(), key=lambda e: e["key"])
+    rule = AdviceRule(name, chosen["measure"], small_below, chosen["threshold"], **chosen["table"],
+                      why=f"calibrated on {len(cells)} cells: lost {100 * chosen['lost']:.1f} accuracy points "
+                          f"in total, best in {chosen['hits']} of {len(cells)}")
+    report = {m: {k: v for k, v in e.items() if k != "key"} for m, e in best_of.items()}
+    return rule, {"chosen": chosen["measure"], "per_measure": report}
 
 
 @torch.no_grad()
