@@ -27,7 +27,9 @@ setup(
         "pillow>=9.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "higher==0.2.1", "ruff>=0.4", "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+        "test": [
+            "pytest>=7", "hypothesis>=6", "higher==0.2.1", "ruff>=0.4", "mkdocs>=1.6", "mkdocstrings[python]>=0.26",
+        ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         "peers": ["higher==0.2.1"],
         "vision": ["torchvision"],
