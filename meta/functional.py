@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
+from mtl.backbones.base import Backbone
 from mtl.errors import ConfigError
 
 ParamDict = dict[str, Tensor]
@@ -34,6 +37,8 @@ __all__ = [
     "classification_accuracy",
     "detach_params",
     "functional_forward",
+    "ForwardPlan",
+    "forward_plan",
     "has_running_stats",
     "require_head",
     "inner_loop",
@@ -227,6 +232,174 @@ def require_head(model: nn.Module, algorithm: str) -> None:
                           "num_classes=N)), got a headless one")
 
 
+# --------------------------------------------------------------------------- forward plans
+
+_Op = tuple[str, str, Any]  # (kind, parameter prefix, module)
+_LEAVES = (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.GELU, nn.MaxPool2d, nn.Flatten,
+           nn.Linear, nn.Identity)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+def _flatten_ops(module: nn.Module, prefix: str, ops: list[_Op]) -> None:
+    if _has_hooks(module):
+        raise _Unsupported("hooks")
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+        for name, child in module.named_children():
+            _flatten_ops(child, f"{prefix}{name}.", ops)
+        return
+    if type(module) not in _LEAVES:
+        raise _Unsupported(type(module).__name__)
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        raise _Unsupported("padding_mode")
+    if isinstance(module, nn.MaxPool2d) and module.return_indices:
+        raise _Unsupported("return_indices")
+    if isinstance(module, nn.Identity):
+        return
+    ops.append((type(module).__name__, prefix, module))
+
+
+def _reorder(ops: list[_Op]) -> list[_Op]:
+    """Swap every ``ReLU -> MaxPool2d`` pair: ``relu(maxpool(x)) == maxpool(relu(x))`` exactly.
+
+    ReLU is monotone, so both orders give the same values, and the gradient goes to the same
+    (first) arg-max, where ReLU's mask is the same; ReLU then runs on a pooled, smaller tensor.
+    """
+    out = list(ops)
+    i = 0
+    while i < len(out) - 1:
+        if out[i][0] == "ReLU" and out[i + 1][0] == "MaxPool2d":
+            out[i], out[i + 1] = out[i + 1], out[i]
+            i += 2
+        else:
+            i += 1
+    return out
+
+
+_IM2COL_MAX = 27  # in_channels * kernel area up to which a CPU convolution runs as one matrix product
+
+
+def _conv_im2col(x: Tensor, w: Tensor, b: Tensor | None, m: nn.Conv2d) -> Tensor:
+    """``conv2d`` as unfold + one matrix product, returned in channels-last order (no copy).
+
+    For the first layer of an image network (few input channels) PyTorch's CPU convolution is
+    slow, its weight gradient most of all (a reduction of length ``N*H*W`` done in small
+    pieces); here it is a single ``[N*H*W, Cin*k*k] x [Cin*k*k, Cout]`` product and its
+    gradient one product with a long inner dimension.
+    """
+    n, _, h, wd = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m.padding, m.dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [N, Cin*k*k, L]
+    cols = cols.transpose(1, 2).reshape(n * ho * wo, -1)
+    # contiguous [Cin*k*k, Cout]: autograd then forms the weight gradient as cols^T @ grad, the fast
+    # orientation of this long-inner-dimension product (grad^T @ cols is several times slower)
+    w2 = w.reshape(w.shape[0], -1).t().contiguous()
+    out = cols @ w2 if b is None else torch.addmm(b, cols, w2)
+    return out.view(n, ho, wo, w.shape[0]).permute(0, 3, 1, 2)
+
+
+class ForwardPlan:
+    """A model's forward pass as a flat list of ``torch.nn.functional`` calls, fed by a param dict.
+
+    Built by :func:`forward_plan` for models made of ``nn.Sequential`` containers and the
+    registry's ``Backbone`` around Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, Flatten, Linear
+    and Identity layers (``mlp`` and ``conv4``), the networks of MAML (Finn et al. 2017). It
+    computes the same function as ``functional_call(model, params, x)`` in train mode, with
+    BatchNorm always on batch statistics, and is faster on CPU:
+
+    * ``ReLU -> MaxPool2d`` pairs run as ``MaxPool2d -> ReLU`` (exactly equal values and
+      gradients; ReLU and its backward touch a quarter of the elements);
+    * with ``channels_last``, image activations are kept in channels-last memory order, where
+      PyTorch's CPU max-pooling, BatchNorm and convolution kernels are vectorised over channels;
+    * on CPU, convolutions with few input channels (``Cin * k * k <= 27``, the first layer of an
+      image network) run as unfold + one matrix product (:func:`_conv_im2col`).
+
+    Running-statistics buffers are neither used nor updated (MAML's batch-statistics convention).
+    """
+
+    def __init__(self, model: nn.Module, channels_last: bool = True) -> None:
+        ops: list[_Op] = []
+        self._backbone = None
+        if _has_hooks(model):
+            raise _Unsupported("hooks")
+        if (isinstance(model, Backbone) and type(model).forward is Backbone.forward
+                and type(model).forward_features is Backbone.forward_features):
+            self._backbone = model
+            _flatten_ops(model.features, "features.", ops)
+            if model.head is not None:
+                _flatten_ops(model.head, "head.", ops)
+        else:
+            _flatten_ops(model, "", ops)
+        if not ops:
+            raise _Unsupported("empty")
+        self.ops = _reorder(ops)
+        self.channels_last = bool(channels_last)
+
+    def __call__(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The model's output on ``x`` with parameters ``params`` (names as ``named_parameters``)."""
+        bb = self._backbone
+        if bb is not None and tuple(x.shape[1:]) != bb.input_shape:
+            bb.check_input(x)
+        cl = self.channels_last and not torch._C._functorch.is_batchedtensor(x)
+        for kind, pre, m in self.ops:
+            if kind == "Conv2d":
+                w, b = params[pre + "weight"], params.get(pre + "bias")
+                if cl and x.dim() == 4 and m.groups == 1 and w[0].numel() <= _IM2COL_MAX and x.device.type == "cpu":
+                    x = _conv_im2col(x, w, b, m)
+                    continue
+                if cl and x.dim() == 4 and x.shape[1] > 1:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x = F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+                if cl and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+            elif kind in ("BatchNorm2d", "BatchNorm1d"):
+                w = params[pre + "weight"] if m.affine else None
+                b = params[pre + "bias"] if m.affine else None
+                x = F.batch_norm(x, None, None, w, b, True, 0.0, m.eps)
+            elif kind == "ReLU":
+                x = F.relu(x)
+            elif kind == "Tanh":
+                x = torch.tanh(x)
+            elif kind == "GELU":
+                x = F.gelu(x, approximate=m.approximate)
+            elif kind == "MaxPool2d":
+                x = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+            elif kind == "Flatten":
+                x = x.flatten(m.start_dim, m.end_dim)
+            else:  # Linear
+                x = F.linear(x, params[pre + "weight"], params.get(pre + "bias"))
+        return x
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, ForwardPlan | None] = weakref.WeakKeyDictionary()
+
+
+def forward_plan(model: nn.Module) -> ForwardPlan | None:
+    """The cached :class:`ForwardPlan` of ``model``, or ``None`` when its layers are not all supported.
+
+    Used by :func:`functional_forward` for the inner loops of MAML (Finn et al. 2017) and
+    Reptile (Nichol et al. 2018). Plans are built once per module (the layer list is assumed
+    fixed after construction); a model with hooks or other layer types gets ``None``.
+    """
+    if model in _PLANS:
+        return _PLANS[model]
+    try:
+        plan: ForwardPlan | None = ForwardPlan(model)
+    except _Unsupported:
+        plan = None
+    _PLANS[model] = plan
+    return plan
+
+
 def functional_forward(
     model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor
 ) -> Tensor:
@@ -236,7 +409,12 @@ def functional_forward(
     convention, Finn et al. 2017).  Buffers are passed as fresh clones, so the in-place
     running-statistics update of a BatchNorm that tracks them lands on a throw-away copy: the
     module's own buffers are never modified.  Models without buffers pay nothing for this.
+    Models that :func:`forward_plan` understands (``mlp``, ``conv4``) run through their
+    :class:`ForwardPlan` instead: the same function, faster, buffers untouched.
     """
+    plan = forward_plan(model)
+    if plan is not None:
+        return plan(params, x)
     bufs = {k: v.clone() for k, v in buffers.items()} if buffers else {}
     with training_mode(model, True):
         return functional_call(model, (dict(params), bufs), (x,), strict=False, tie_weights=False)

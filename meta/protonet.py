@@ -144,6 +144,22 @@ class ProtoNet(nn.Module):
         loss = torch.stack(losses).mean()
         return loss, {"loss": as_float(loss), "accuracy": as_float(torch.stack(accs).mean())}
 
+    def outer_backward(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
+        iteration: int | None = None,
+    ) -> dict[str, float]:
+        """``outer_loss(...)[0].backward()`` task by task (Snell et al. 2017): same gradients,
+        one task's graph alive at a time. Gradients accumulate into ``.grad``; returns the metrics."""
+        check_task_batch(support_x, support_y, query_x, query_y, batched=True)
+        n_tasks = support_x.shape[0]
+        losses, accs = [], []
+        for b in range(n_tasks):
+            loss, acc = self._task(support_x[b], support_y[b], query_x[b], query_y[b])
+            (loss / n_tasks).backward()
+            losses.append(loss.detach())
+            accs.append(acc)
+        return {"loss": as_float(torch.stack(losses).mean()), "accuracy": as_float(torch.stack(accs).mean())}
+
     def evaluate_task(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
     ) -> dict[str, float]:

@@ -1,0 +1,125 @@
+"""Speed paths of meta.functional / meta.maml (forward plans, task-by-task backward) and the perf harness."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fewshot_helpers import make_tasks, tiny_conv
+from torch import nn
+from torch.func import functional_call
+
+from meta.functional import ForwardPlan, forward_plan, functional_forward
+from meta.maml import ANIL, FOMAML, MAML
+from meta.protonet import ProtoNet
+from mtl import create_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def blocky_images(n, size=16, seed=0):
+    """Images with constant patches: many exact ties inside 2x2 max-pool windows."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = (torch.rand(n, 1, size // 4, size // 4, generator=g) > 0.5).double()
+    return F.interpolate(coarse, scale_factor=4.0)
+
+
+def grads_of(fn, params):
+    return torch.autograd.grad(fn(), list(params.values()), create_graph=True)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_forward_plan_matches_functional_call_to_second_order(channels_last):
+    model = tiny_conv()
+    plan = ForwardPlan(model, channels_last=channels_last)
+    assert [k for k, _, _ in plan.ops[:4]] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]  # swapped
+    x = blocky_images(6)
+    y = torch.arange(6) % 3
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    out_ref = functional_call(model, params, (x,))
+    out = plan(params, x)
+    assert torch.allclose(out, out_ref, atol=1e-12)
+    g_ref = grads_of(lambda: F.cross_entropy(functional_call(model, params, (x,)), y), params)
+    g = grads_of(lambda: F.cross_entropy(plan(params, x), y), params)
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, atol=1e-10)
+    # second order: gradient of a function of the first gradients
+    h_ref = torch.autograd.grad(sum(t.pow(2).sum() for t in g_ref), list(params.values()))
+    h = torch.autograd.grad(sum(t.pow(2).sum() for t in g), list(params.values()))
+    for a, b in zip(h, h_ref):
+        assert torch.allclose(a, b, atol=1e-9)
+    assert max(float(t.abs().max()) for t in h) > 1e-6  # not a vacuous comparison
+
+
+def test_forward_plan_falls_back_for_unknown_layers_and_hooks():
+    assert forward_plan(tiny_conv()) is not None
+    assert forward_plan(create_backbone("mlp", in_features=4, hidden=(5,), num_classes=2)) is not None
+    odd = nn.Sequential(nn.Linear(4, 3), nn.Softplus())
+    assert forward_plan(odd) is None
+    hooked = tiny_conv()
+    hooked.features.block1.conv.register_forward_hook(lambda m, i, o: o * 2)
+    assert forward_plan(hooked) is None
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)
+    params = dict(hooked.named_parameters())
+    # the hook is honoured: functional_forward falls back to functional_call
+    assert torch.allclose(functional_forward(hooked, params, {}, x), hooked(x))
+
+
+def test_forward_plan_leaves_running_stats_alone():
+    model = create_backbone("conv4", in_channels=1, image_size=16, hidden=4, num_classes=3).double()
+    before = model.features.block1.norm.running_mean.clone()
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
+    out = functional_forward(model, dict(model.named_parameters()), dict(model.named_buffers()), x)
+    assert torch.equal(model.features.block1.norm.running_mean, before)
+    model.train()
+    assert torch.allclose(out, functional_call(model, dict(model.named_parameters()), (x,)), atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [MAML, FOMAML, ANIL])
+def test_outer_backward_equals_outer_loss_backward(cls):
+    model = tiny_conv()
+    tasks = make_tasks((1, 16, 16), tasks=3)
+    algo = cls(model, inner_lr=0.3, inner_steps=2)
+    loss, metrics = algo.outer_loss(*tasks)
+    ref = torch.autograd.grad(loss, list(algo.parameters()))
+    algo.zero_grad()
+    metrics2 = algo.outer_backward(*tasks)
+    for r, p in zip(ref, algo.parameters()):
+        assert torch.allclose(p.grad, r, atol=1e-12)
+    assert metrics2 == pytest.approx(metrics)
+    assert float(ref[0].abs().sum()) > 0
+
+
+def test_protonet_outer_backward_equals_outer_loss_backward():
+    model = create_backbone("conv4", in_channels=1, image_size=16, hidden=4, track_running_stats=False).double()
+    tasks = make_tasks((1, 16, 16), tasks=2)
+    algo = ProtoNet(model)
+    loss, metrics = algo.outer_loss(*tasks)
+    ref = torch.autograd.grad(loss, list(algo.parameters()))
+    metrics2 = algo.outer_backward(*tasks)
+    for r, p in zip(ref, algo.parameters()):
+        assert torch.allclose(p.grad, r, atol=1e-12)
+    assert metrics2 == pytest.approx(metrics)
+
+
+def test_harness_smoke_without_peers(capsys, tmp_path):
+    spec = importlib.util.spec_from_file_location("perf_meta", ROOT / "benchmarks" / "perf_meta.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["perf_meta"] = mod
+    spec.loader.exec_module(mod)
+    threads = torch.get_num_threads()
+    try:
+        rc = mod.main(["--smoke", "--no-peers", "--no-memory", "--algos", "maml,anil",
+                       "--json", str(tmp_path / "p.json")])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "peers absent: --no-peers" in out
+    rows = [line for line in out.splitlines() if line.startswith("| maml |") or line.startswith("| anil |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["toolkit", "floor-nn", "floor"] * 2
+    assert (tmp_path / "p.json").exists()
