@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OUT ?= runs/benchmark
 BENCH_ARGS ?=
 
-.PHONY: benchmark test lint install docs clean-venv
+.PHONY: benchmark test lint install docs peers clean-venv
 
 install:
 	VENV=$(VENV) scripts/bootstrap.sh
@@ -23,6 +23,10 @@ test:
 docs:
 	VENV=$(VENV) scripts/bootstrap.sh docs
 	$(BIN)/mkdocs build --strict
+
+# learn2learn and higher in their own venv (runs/peers-venv) for benchmarks/perf_meta.py; never in CI
+peers:
+	scripts/peers_env.sh
 
 lint:
 	$(BIN)/ruff check .

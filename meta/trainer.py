@@ -295,31 +295,41 @@ class MetaTrainer:
         """
         batch, mine, total = self._my_tasks(self.train_tasks(self.iteration))
         self.algo.train()
-        loss, metrics = self.algo.outer_loss(
-            batch.support_x.to(self.device), batch.support_y.to(self.device),
-            batch.query_x.to(self.device), batch.query_y.to(self.device), iteration=self.iteration,
-        )
+        self.optimizer.zero_grad(set_to_none=True)
+        tensors = (batch.support_x.to(self.device), batch.support_y.to(self.device),
+                   batch.query_x.to(self.device), batch.query_y.to(self.device))
+        # outer_backward back-propagates task by task (same gradients, one task's graph alive at a time).
+        split = callable(getattr(self.algo, "outer_backward", None))
+        if split:
+            metrics = self.algo.outer_backward(*tensors, iteration=self.iteration)
+            local_loss = float(metrics.get("objective", metrics["loss"]))
+        else:
+            loss, metrics = self.algo.outer_loss(*tensors, iteration=self.iteration)
+            local_loss = float(loss.detach())
         distributed = mine != total
         if distributed:  # the meta-batch mean of the loss and the metrics, identical on every rank
             keys = sorted(metrics)
-            sums = torch.tensor([float(loss.detach()), *(float(metrics[k]) for k in keys)], dtype=torch.float64)
+            sums = torch.tensor([local_loss, *(float(metrics[k]) for k in keys)], dtype=torch.float64)
             sums = dist_utils.all_reduce_sum(sums * mine) / total
             global_loss = float(sums[0])
             metrics = {k: float(v) for k, v in zip(keys, sums[1:].tolist())}
         else:
-            global_loss = float(loss.detach())
+            global_loss = local_loss
         if not math.isfinite(global_loss):
+            self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"meta-loss became {global_loss} at iteration {self.iteration + 1}; stopped before "
                 "updating (lower --inner-lr or the meta learning rate); the last good checkpoint is kept"
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        if not split:
+            (loss * (mine / total) if distributed else loss).backward()
+        elif distributed:  # the gradient of this rank's mean -> of its share of the meta-batch mean
+            for p in self.algo.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(mine / total)
         if distributed:
-            (loss * (mine / total)).backward()
             dist_utils.all_reduce_gradients(self.algo.parameters())
             dist_utils.average_buffers(self.algo)
-        else:
-            loss.backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.algo.parameters(), self.config.grad_clip)
         self.optimizer.step()
