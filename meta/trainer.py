@@ -33,6 +33,7 @@ from mtl.errors import CheckpointError, ConfigError
 from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves, save_checkpoint
 from mtl.utils import distributed as dist_utils
 from mtl.utils.checkpoint import load_checkpoint_or_previous
+from mtl.utils.runtime import rng_state, set_rng_state
 
 
 class TaskBatch(Protocol):
@@ -60,24 +61,6 @@ class _Shard:
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """The torch RNG states that training may draw from (CPU, and the CUDA device in use)."""
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda" and torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any] | None, device: torch.device) -> None:
-    """Restore what :func:`rng_state` returned (missing entries are left alone)."""
-    if not state:
-        return
-    if "cpu" in state:
-        torch.set_rng_state(state["cpu"].cpu())
-    if "cuda" in state and device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 @dataclass

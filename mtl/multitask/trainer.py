@@ -38,6 +38,7 @@ from mtl.training import make_optimizer
 from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves, save_checkpoint
 from mtl.utils import distributed as dist_utils
 from mtl.utils.checkpoint import load_checkpoint_or_previous
+from mtl.utils.runtime import rng_state, set_rng_state
 
 __all__ = ["SELECT_BY", "MultiTaskConfig", "MultiTaskTrainer", "NonFiniteLossError", "evaluate_multitask"]
 
@@ -48,22 +49,6 @@ CHECKPOINT_FORMAT = "mtlmeta-multitask-trainer-1"
 
 DISTRIBUTED_WEIGHTINGS: tuple[str, ...] = ("equal", "fixed", "uncertainty", "dwa")
 """Weightings whose distributed update equals the single-process one (weights independent of gradients)."""
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda" and torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any] | None, device: torch.device) -> None:
-    if not state:
-        return
-    if "cpu" in state:
-        torch.set_rng_state(state["cpu"].cpu())
-    if "cuda" in state and device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 class NonFiniteLossError(ConfigError):
@@ -263,7 +248,7 @@ class MultiTaskTrainer:
             "train_seconds": self.train_seconds,
             "window": dict(self._window),
             "config": self._config_record(),
-            "rng": _rng_state(self.device),
+            "rng": rng_state(self.device),
         }
 
     def save(self, name: str) -> Path | None:
@@ -309,7 +294,7 @@ class MultiTaskTrainer:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_val = state.get("best_val")
         self.train_seconds = float(state["train_seconds"])
-        _set_rng_state(state.get("rng"), self.device)
+        set_rng_state(state.get("rng"), self.device)
 
     def _sync_ranks(self) -> None:
         """Give every rank rank 0's state (model, optimizer, weighting, counters, RNG), e.g. after a resume."""

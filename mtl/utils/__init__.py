@@ -10,7 +10,15 @@ from mtl.utils.checkpoint import (
     verify_checkpoint,
 )
 from mtl.utils.logging import CSVLogger, plot_curves
-from mtl.utils.runtime import Budget, check_new_output, prepare_out_dir, resolve_device, seed_everything
+from mtl.utils.runtime import (
+    Budget,
+    check_new_output,
+    prepare_out_dir,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 __all__ = [
     "Budget",
@@ -24,7 +32,9 @@ __all__ = [
     "prepare_out_dir",
     "previous_path",
     "resolve_device",
+    "rng_state",
     "save_checkpoint",
     "seed_everything",
+    "set_rng_state",
     "verify_checkpoint",
 ]

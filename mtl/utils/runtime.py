@@ -7,6 +7,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,3 +120,21 @@ def prepare_out_dir(path: str | os.PathLike, resume: bool = False, overwrite: bo
         )
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The torch RNG states that training may draw from (CPU, and the CUDA device in use), for checkpoints."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any] | None, device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned (missing entries are left alone)."""
+    if not state:
+        return
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
