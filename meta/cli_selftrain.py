@@ -34,34 +34,9 @@ from mtl.errors import ConfigError
 
 __all__ = ["register", "run_selftrain"]
 
-DATASETS = ("glyphs", "omniglot")
 POOLS = ("rest", "sheets", "rest+sheets")
 RUN_FILES = ("metrics.csv", "curves.png", "model.pt", "last.pt", "last.prev.pt")
 TEST_SPLIT_SEED = 12_345  # the glyph test split is the same for every training seed
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def load_selftrain_data(args: argparse.Namespace) -> tuple[LabelledImages, UnlabelledPool, LabelledImages, dict]:
@@ -72,27 +47,24 @@ def load_selftrain_data(args: argparse.Namespace) -> tuple[LabelledImages, Unlab
     ``--labelled-per-class`` per class are labelled (chosen by ``--seed``), the others form the
     pool (``rest``), optionally with the unlabelled 28x28 sprite sheets (``sheets``).
     """
-    from mtl.data import drawer_split, load_omniglot, load_omniglot_sprites, make_glyphs
+    from mtl.cli import load_image_data
+    from mtl.data import drawer_split, load_omniglot_sprites
 
     uses_sheets = "sheets" in args.pool
     if uses_sheets and not args.sheets_root:
         raise ConfigError(f"--pool {args.pool} needs --sheets-root DIR (the folder with images_background.png)")
+    if args.dataset == "glyphs" and args.test_per_class + args.labelled_per_class >= 20:
+        raise ConfigError(f"glyphs have 20 drawings per class: --test-per-class {args.test_per_class} plus "
+                          f"--labelled-per-class {args.labelled_per_class} must leave at least one for the pool")
+    # The sheets were resized with plain bilinear: match them when they are mixed in.
+    data, info = load_image_data(args, resample="bilinear" if uses_sheets else "lanczos")
     if args.dataset == "omniglot":
-        if not args.root:
-            raise ConfigError("--dataset omniglot needs --root DIR (the folder with the Omniglot zips or folders)")
-        subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
-        # The sheets were resized with plain bilinear: match them when they are mixed in.
-        data = load_omniglot(args.root, subsets=subsets, resample="bilinear" if uses_sheets else "lanczos")
         masks = drawer_split(data, test_drawers=args.test_drawers)
         test, rest = data.select(masks["test"]), data.select(~masks["test"])
-        info = {"dataset": "omniglot", "subsets": subsets, "test_drawers": args.test_drawers}
+        info["test_drawers"] = args.test_drawers
     else:
-        if args.test_per_class + args.labelled_per_class >= 20:
-            raise ConfigError(f"glyphs have 20 drawings per class: --test-per-class {args.test_per_class} plus "
-                              f"--labelled-per-class {args.labelled_per_class} must leave at least one for the pool")
-        data = make_glyphs(args.glyph_classes, samples_per_class=20, seed=0)
         test, rest = split_labelled_unlabelled(data, args.test_per_class, seed=TEST_SPLIT_SEED)
-        info = {"dataset": "glyphs", "classes": args.glyph_classes, "test_per_class": args.test_per_class}
+        info["test_per_class"] = args.test_per_class
     labelled, remaining = split_labelled_unlabelled(rest, args.labelled_per_class, seed=args.seed)
     sources: list[Any] = []
     if args.pool in ("rest", "rest+sheets"):
@@ -218,18 +190,23 @@ def _cmd_selftrain(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``selftrain`` subcommand (pseudo-label self-training, Lee 2013; Yarowsky 1995)."""
-    from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
+    from mtl.cli import (
+        add_image_data_args,
+        add_training_args,
+        int_list_arg,
+        integer_arg,
+        json_object_arg,
+        number_arg,
+        positive_float_arg,
+        positive_int_arg,
+    )
 
     p = sub.add_parser("selftrain", help="self-training with pseudo-labels (round-based or online, Lee 2013)",
                        description=__doc__.split("\n")[0])
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default glyphs (built in)")
-    g.add_argument("--root", default=None, help="omniglot: folder with the official zips or folders")
-    g.add_argument("--subsets", default="background_small1,background_small2",
-                   help="omniglot subsets, comma-separated (default the two small background sets)")
-    g.add_argument("--test-drawers", type=_int_list, default=[16, 17, 18, 19, 20], metavar="D,D,...",
+    add_image_data_args(g, glyph_classes=20)
+    g.add_argument("--test-drawers", type=int_list_arg, default=[16, 17, 18, 19, 20], metavar="D,D,...",
                    help="omniglot: drawers held out as the test set (default 16-20)")
-    g.add_argument("--glyph-classes", type=positive_int_arg, default=20, help="glyphs: classes (default 20)")
     g.add_argument("--test-per-class", type=positive_int_arg, default=5,
                    help="glyphs: drawings per class held out as the test set (default 5)")
     g.add_argument("--labelled-per-class", type=positive_int_arg, default=1,
@@ -248,20 +225,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--method", default="rounds", choices=("rounds", "online"),
                    help="rounds: train, pseudo-label, retrain (default); online: Lee 2013 masked loss every step")
     g.add_argument("--rounds", type=positive_int_arg, default=5, help="pseudo-labelling rounds (default 5)")
-    g.add_argument("--threshold", type=_number, default=None,
+    g.add_argument("--threshold", type=number_arg, default=None,
                    help="keep predictions with confidence >= P, P in (0, 1] (default 0.9; online 0.95; "
                         "none when only --topk is given)")
-    g.add_argument("--topk", type=_integer, default=None, metavar="K",
+    g.add_argument("--topk", type=integer_arg, default=None, metavar="K",
                    help="keep at most K new pseudo-labels per predicted class per round (class-balanced)")
     g.add_argument("--labels", default="hard", choices=LABEL_MODES, help="hard (arg-max) or soft (probabilities)")
     g.add_argument("--student", default="reinit", choices=("reinit", "continue"),
                    help="a fresh student each round (default) or keep training the same one")
-    g.add_argument("--ema-decay", type=_number, default=None,
+    g.add_argument("--ema-decay", type=number_arg, default=None,
                    help="pseudo-label with a mean teacher of this decay (Tarvainen & Valpola 2017), e.g. 0.99")
     g.add_argument("--pseudo-weight", type=positive_float_arg, default=1.0,
                    help="loss weight of pseudo-labelled examples (default 1)")
-    g.add_argument("--alpha", type=_number, default=3.0, help="online: final unlabelled-loss weight (Lee: 3)")
-    g.add_argument("--ramp", type=_int_list, default=None, metavar="START,END",
+    g.add_argument("--alpha", type=number_arg, default=3.0, help="online: final unlabelled-loss weight (Lee: 3)")
+    g.add_argument("--ramp", type=int_list_arg, default=None, metavar="START,END",
                    help="online: epochs of the linear alpha ramp (default 1,5)")
     g.add_argument("--unlabelled-batch-size", type=positive_int_arg, default=128, help="online (default 128)")
     g = p.add_argument_group("training")
@@ -270,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rounds: train every round for exactly this many steps (equal compute per round)")
     g.add_argument("--batch-size", type=positive_int_arg, default=64)
     g.add_argument("--lr", type=positive_float_arg, default=1e-3, help="Adam learning rate")
-    g.add_argument("--shift", type=_integer, default=0,
+    g.add_argument("--shift", type=integer_arg, default=0,
                    help="random translation of training images by up to this many pixels (default 0)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.pt (written after every round / epoch)")

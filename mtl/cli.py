@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from mtl.errors import ConfigError
 from mtl.utils.runtime import DEVICES
@@ -55,6 +57,68 @@ def json_object_arg(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
+
+
+def int_list_arg(text: str) -> list[int]:
+    """argparse type: comma-separated integers such as ``16,17,18``."""
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def number_arg(text: str) -> float:
+    """argparse type: a finite number (range checks are the library's, with their own messages)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def integer_arg(text: str) -> int:
+    """argparse type: an integer (range checks are the library's)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+IMAGE_DATASETS: tuple[str, ...] = ("glyphs", "omniglot")
+"""Labelled image sets the single-dataset commands (selftrain, distill, adapt) accept."""
+
+
+def add_image_data_args(group: argparse._ArgumentGroup, glyph_classes: int = 20) -> None:
+    """``--dataset {glyphs,omniglot}``, ``--root``, ``--subsets`` and ``--glyph-classes``."""
+    group.add_argument("--dataset", default="glyphs", choices=IMAGE_DATASETS, help="default glyphs (built in)")
+    group.add_argument("--root", default=None, help="omniglot: folder with the official zips or folders")
+    group.add_argument("--subsets", default="background_small1,background_small2",
+                       help="omniglot subsets, comma-separated (default the two small background sets)")
+    group.add_argument("--glyph-classes", type=positive_int_arg, default=glyph_classes,
+                       help=f"glyphs: classes (default {glyph_classes})")
+
+
+def load_image_data(args: argparse.Namespace, resample: str = "lanczos") -> tuple[Any, dict[str, Any]]:
+    """The labelled set of :func:`add_image_data_args`' options, and a description for the JSON.
+
+    glyphs: ``--glyph-classes`` classes of 20 drawings (seed 0); omniglot: ``--subsets`` read
+    from ``--root`` (Lake et al. 2015), resized with ``resample``.
+    """
+    from mtl.data import load_omniglot, make_glyphs
+
+    if args.dataset == "omniglot":
+        if not args.root:
+            raise ConfigError("--dataset omniglot needs --root DIR (the folder with the Omniglot zips or folders)")
+        subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
+        return load_omniglot(args.root, subsets=subsets, resample=resample), {"dataset": "omniglot",
+                                                                               "subsets": subsets}
+    return make_glyphs(args.glyph_classes, samples_per_class=20, seed=0), {"dataset": "glyphs",
+                                                                            "classes": args.glyph_classes}
 
 
 def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | None = None) -> None:

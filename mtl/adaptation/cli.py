@@ -28,18 +28,7 @@ from mtl.errors import ConfigError
 
 __all__ = ["load_adaptation_split", "register", "run_adapt"]
 
-DATASETS = ("glyphs", "omniglot")
 RUN_FILES = ("features.png", "metrics.csv")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
 
 
 def _methods(text: str) -> list[str]:
@@ -50,27 +39,11 @@ def _methods(text: str) -> list[str]:
     return names
 
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def load_adaptation_split(args: argparse.Namespace) -> DomainSplit:
     """The :class:`DomainSplit` for ``mtlmeta adapt``: glyphs (built in) or Omniglot (``--root``), split by drawer."""
-    from mtl.data import load_omniglot, make_glyphs
+    from mtl.cli import load_image_data
 
-    if args.dataset == "omniglot":
-        if not args.root:
-            raise ConfigError("--dataset omniglot needs --root DIR (the folder with the Omniglot zips or folders)")
-        subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
-        data = load_omniglot(args.root, subsets=subsets)
-    else:
-        data = make_glyphs(args.glyph_classes, samples_per_class=20, seed=0)
+    data, _ = load_image_data(args)
     if args.classes is not None:
         if args.classes > data.num_classes:
             raise ConfigError(f"--classes {args.classes} exceeds the {data.num_classes} classes of {args.dataset}")
@@ -156,24 +129,28 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``adapt`` subcommand (DANN, Ganin and Lempitsky 2015; ADDA, Tzeng et al. 2017)."""
-    from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
+    from mtl.cli import (
+        add_image_data_args,
+        add_training_args,
+        int_list_arg,
+        json_object_arg,
+        number_arg,
+        positive_float_arg,
+        positive_int_arg,
+    )
 
     p = sub.add_parser("adapt", help="unsupervised domain adaptation on a generated shift (DANN, ADDA)",
                        description=__doc__.split("\n")[0])
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default glyphs (built in)")
-    g.add_argument("--root", default=None, help="omniglot: folder with the official zips or folders")
-    g.add_argument("--subsets", default="background_small1,background_small2",
-                   help="omniglot subsets, comma-separated (default the two small background sets)")
-    g.add_argument("--glyph-classes", type=positive_int_arg, default=20, help="glyphs: classes (default 20)")
+    add_image_data_args(g, glyph_classes=20)
     g.add_argument("--classes", type=positive_int_arg, default=None, help="keep only the first N classes")
     g.add_argument("--shift", default="mnistm", choices=SHIFTS, help="the generated target domain (default mnistm)")
     g.add_argument("--shift-seed", type=int, default=0, help="seed of the generated shift (default 0)")
-    g.add_argument("--source-drawers", type=_int_list, default=list(range(1, 9)), metavar="D,D,...",
+    g.add_argument("--source-drawers", type=int_list_arg, default=list(range(1, 9)), metavar="D,D,...",
                    help="drawers (glyphs: sample positions) of the source training set (default 1-8)")
-    g.add_argument("--target-drawers", type=_int_list, default=list(range(9, 16)), metavar="D,D,...",
+    g.add_argument("--target-drawers", type=int_list_arg, default=list(range(9, 16)), metavar="D,D,...",
                    help="drawers of the (unlabelled) target training set (default 9-15)")
-    g.add_argument("--test-drawers", type=_int_list, default=list(range(16, 21)), metavar="D,D,...",
+    g.add_argument("--test-drawers", type=int_list_arg, default=list(range(16, 21)), metavar="D,D,...",
                    help="drawers of the test sets, in both domains (default 16-20)")
     g = p.add_argument_group("model")
     g.add_argument("--methods", type=_methods, default=["dann"], metavar="M,M,...",
@@ -186,8 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=positive_int_arg, default=64, help="per domain (default 64)")
     g.add_argument("--lr", type=positive_float_arg, default=3e-3, help="Adam learning rate (default 0.003)")
     g.add_argument("--translate", type=int, default=2, help="random translation in pixels (default 2)")
-    g.add_argument("--gamma", type=_number, default=10.0, help="dann: schedule steepness gamma (default 10)")
-    g.add_argument("--domain-weight", type=_number, default=1.0, help="dann: final reversal factor (default 1)")
+    g.add_argument("--gamma", type=number_arg, default=10.0, help="dann: schedule steepness gamma (default 10)")
+    g.add_argument("--domain-weight", type=number_arg, default=1.0, help="dann: final reversal factor (default 1)")
     g.add_argument("--lr-anneal", action="store_true", help="dann: Ganin's mu_0 / (1 + 10 p)^0.75 learning rate")
     g.add_argument("--adda-lr", type=positive_float_arg, default=None, help="adda: Adam learning rate (default 2e-4)")
     add_training_args(p)

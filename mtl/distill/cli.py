@@ -34,19 +34,8 @@ from mtl.errors import ConfigError
 
 __all__ = ["load_distill_data", "register", "run_distill"]
 
-DATASETS = ("glyphs", "omniglot")
 MODES = ("kd", "ban")
 RUN_FILES = ("metrics.csv", "results.png", "student.pt", "scratch.pt")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
 
 
 def _non_negative_int(text: str) -> int:
@@ -59,39 +48,29 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def load_distill_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages, dict[str, Any]]:
     """Training and test sets for ``mtlmeta distill``: every class in both, new drawings in test.
 
     glyphs: ``--glyph-classes`` classes of 20 drawings, the last ``--test-per-class`` of each
     held out; omniglot: the drawers in ``--test-drawers`` held out (:func:`~mtl.data.drawer_split`).
     """
-    from mtl.data import drawer_split, load_omniglot, make_glyphs
+    from mtl.cli import load_image_data
+    from mtl.data import drawer_split
 
+    if args.dataset == "glyphs" and args.test_per_class >= 20:
+        raise ConfigError(f"glyphs have 20 drawings per class: --test-per-class must be below 20, "
+                          f"got {args.test_per_class}")
+    data, info = load_image_data(args)
     if args.dataset == "omniglot":
-        if not args.root:
-            raise ConfigError("--dataset omniglot needs --root DIR (the folder with the Omniglot zips or folders)")
-        subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
-        data = load_omniglot(args.root, subsets=subsets)
         masks = drawer_split(data, test_drawers=args.test_drawers)
-        info: dict[str, Any] = {"dataset": "omniglot", "subsets": subsets, "test_drawers": args.test_drawers}
+        info["test_drawers"] = args.test_drawers
     else:
-        if args.test_per_class >= 20:
-            raise ConfigError(f"glyphs have 20 drawings per class: --test-per-class must be below 20, "
-                              f"got {args.test_per_class}")
-        data = make_glyphs(args.glyph_classes, samples_per_class=20, seed=0)
         position = torch.empty_like(data.targets)
         for cls in range(data.num_classes):
             members = torch.nonzero(data.targets == cls).flatten()
             position[members] = torch.arange(len(members))
         masks = {"test": position >= 20 - args.test_per_class}
-        info = {"dataset": "glyphs", "classes": args.glyph_classes, "test_per_class": args.test_per_class}
+        info["test_per_class"] = args.test_per_class
     train, test = data.select(~masks["test"]), data.select(masks["test"])
     info.update({"train": len(train), "test": len(test), "classes": data.num_classes})
     return train, test, info
@@ -303,20 +282,23 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``distill`` subcommand (Hinton et al. 2015; Born-Again Networks, Furlanello et al. 2018)."""
-    from mtl.cli import add_training_args, json_object_arg, positive_int_arg
+    from mtl.cli import (
+        add_image_data_args,
+        add_training_args,
+        int_list_arg,
+        json_object_arg,
+        number_arg,
+        positive_int_arg,
+    )
 
     p = sub.add_parser("distill", help="knowledge distillation and born-again networks (Hinton et al. 2015)",
                        description=__doc__.split("\n")[0])
     p.add_argument("--mode", default="kd", choices=MODES,
                    help="kd: teacher -> student vs a student from scratch (default); ban: born-again generations")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="glyphs", choices=DATASETS, help="default glyphs (built in)")
-    g.add_argument("--root", default=None, help="omniglot: folder with the official zips or folders")
-    g.add_argument("--subsets", default="background_small1,background_small2",
-                   help="omniglot subsets, comma-separated (default the two small background sets)")
-    g.add_argument("--test-drawers", type=_int_list, default=[16, 17, 18, 19, 20], metavar="D,D,...",
+    add_image_data_args(g, glyph_classes=50)
+    g.add_argument("--test-drawers", type=int_list_arg, default=[16, 17, 18, 19, 20], metavar="D,D,...",
                    help="omniglot: drawers held out as the test set (default 16-20)")
-    g.add_argument("--glyph-classes", type=positive_int_arg, default=50, help="glyphs: classes (default 50)")
     g.add_argument("--test-per-class", type=positive_int_arg, default=5,
                    help="glyphs: drawings per class held out as the test set (default 5 of 20)")
     g = p.add_argument_group("models")
@@ -334,8 +316,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--student-kwargs", type=json_object_arg, default={}, metavar="JSON",
                    help='student backbone arguments, e.g. \'{"hidden": 8}\'')
     g = p.add_argument_group("distillation")
-    g.add_argument("--temperature", "-T", type=_number, default=4.0, help="softmax temperature T > 0 (default 4)")
-    g.add_argument("--alpha", type=_number, default=0.5,
+    g.add_argument("--temperature", "-T", type=number_arg, default=4.0, help="softmax temperature T > 0 (default 4)")
+    g.add_argument("--alpha", type=number_arg, default=0.5,
                    help="weight of the hard-label loss in [0, 1]; the soft term weighs (1 - alpha) T^2 (default 0.5)")
     g.add_argument("--generations", type=positive_int_arg, default=3, help="ban: student generations (default 3)")
     g.add_argument("--no-cache", action="store_true",
@@ -346,7 +328,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--teacher-epochs", type=positive_int_arg, default=None,
                    help="epochs of the teacher / generation 0 (default --epochs)")
     g.add_argument("--batch-size", type=positive_int_arg, default=64)
-    g.add_argument("--lr", type=_number, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--lr", type=number_arg, default=1e-3, help="Adam learning rate (default 1e-3)")
     g.add_argument("--shift", type=_non_negative_int, default=0,
                    help="random translation of training images by up to this many pixels (default 0: none)")
     add_training_args(p)
