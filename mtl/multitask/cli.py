@@ -34,16 +34,6 @@ __all__ = ["register", "run_multitask"]
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png")
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def _problem(args: argparse.Namespace) -> MultiTaskProblem:
     opts: dict[str, Any] = {"seed": args.seed}
     if args.correlation is not None and args.dataset != "synthetic":
@@ -255,17 +245,17 @@ def _cmd_multitask(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``multitask`` subcommand to the ``mtlmeta`` parser."""
-    from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
+    from mtl.cli import add_training_args, json_object_arg, number_arg, positive_float_arg, positive_int_arg
 
     p = sub.add_parser("multitask", help="multi-task learning: hard/soft sharing, cross-stitch, MMoE, loss weighting")
     g = p.add_argument_group("problem")
     g.add_argument("--dataset", default="synthetic", choices=DATASETS,
                    help="problem to train on (default synthetic: Ma et al. 2018)")
     g.add_argument("--root", default=None, help="folder with the Omniglot zips (omniglot, multi-omniglot)")
-    g.add_argument("--correlation", type=_float, default=None, help="synthetic: task correlation p in [-1, 1]")
+    g.add_argument("--correlation", type=number_arg, default=None, help="synthetic: task correlation p in [-1, 1]")
     g.add_argument("--train-samples", type=positive_int_arg, default=None,
                    help="synthetic: training samples; multi-*: training pairs")
-    g.add_argument("--label-fraction", type=_float, default=None,
+    g.add_argument("--label-fraction", type=number_arg, default=None,
                    help="keep this fraction of each task's training labels (the rest are masked)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", default="hard", choices=ARCHITECTURES, help="default hard")
@@ -273,25 +263,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backbone-kwargs", type=json_object_arg, default={}, metavar="JSON",
                    help='backbone arguments, e.g. \'{"hidden": 32}\'')
     g.add_argument("--head-hidden", type=positive_int_arg, default=None, help="width of a hidden layer in each head")
-    g.add_argument("--lambda", dest="soft_lambda", type=_float, default=None,
+    g.add_argument("--lambda", dest="soft_lambda", type=number_arg, default=None,
                    help="soft: L2 tie strength lambda >= 0 (default 0.01)")
     g.add_argument("--tie", default=None, choices=TIE_MODES, help="soft: pairwise or to-the-mean (default mean)")
     g.add_argument("--tied-layers", default=None, metavar="REGEX",
                    help="soft: tie parameters whose names match (default '^features\\.': the whole trunk)")
-    g.add_argument("--stitch-init", type=_float, default=None, help="crossstitch: initial self weight (default 0.9)")
+    g.add_argument("--stitch-init", type=number_arg, default=None,
+                   help="crossstitch: initial self weight (default 0.9)")
     g.add_argument("--experts", type=positive_int_arg, default=None, help="mmoe: number of experts (default 4)")
     g = p.add_argument_group("loss weighting")
     g.add_argument("--weighting", default="equal", choices=WEIGHTINGS, help="default equal")
     g.add_argument("--task-weights", type=json_object_arg, default=None, metavar="JSON", help="fixed: task -> weight")
-    g.add_argument("--gradnorm-alpha", type=_float, default=None, help="gradnorm: asymmetry alpha (default 1.5)")
+    g.add_argument("--gradnorm-alpha", type=number_arg, default=None, help="gradnorm: asymmetry alpha (default 1.5)")
     g.add_argument("--dwa-temperature", type=positive_float_arg, default=None, help="dwa: temperature (default 2)")
-    g.add_argument("--cagrad-c", type=_float, default=None, help="cagrad: c (default 0.5)")
+    g.add_argument("--cagrad-c", type=number_arg, default=None, help="cagrad: c (default 0.5)")
     g.add_argument("--mgda-normalization", default=None, choices=MGDA_NORMALIZATIONS, help="mgda (default none)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int_arg, default=10)
     g.add_argument("--batch-size", type=positive_int_arg, default=64)
     g.add_argument("--lr", type=positive_float_arg, default=1e-3, help="Adam learning rate")
-    g.add_argument("--weight-decay", type=_float, default=0.0)
+    g.add_argument("--weight-decay", type=number_arg, default=0.0)
     g.add_argument("--select", default="loss", choices=SELECT_BY,
                    help="model selection on validation: mean task loss, mean metric, or last epoch (default loss)")
     g.add_argument("--log-every", type=positive_int_arg, default=None, help="add a CSV row every N steps")
