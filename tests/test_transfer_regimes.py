@@ -164,3 +164,25 @@ def test_measured_distance_separates_a_shifted_domain():
     near = measure_distance(torch.nn.Flatten(), x[:32], x[32:])
     far = measure_distance(torch.nn.Flatten(), x, 1.0 - x * 0.5)
     assert far > 1.5 and near < far
+
+
+def test_gradual_unfreezing_trains_the_top_first_then_everything():
+    from mtl.transfer import GradualUnfreezing, layer_groups
+
+    torch.manual_seed(0)
+    m = create_backbone("conv4", hidden=4, num_classes=3)
+    schedule = GradualUnfreezing(every=1, start=1, depth=2)
+    groups = layer_groups(m, 2)
+    bottom = groups[0][1][0]  # a parameter of the lowest layer group
+    before = dict(m.named_parameters())[bottom].detach().clone()
+    recipe = FineTuneRecipe(epochs=len(groups), lr=0.1, batch_size=8)
+    # Stop after the first epoch: only the head may have moved, and the bottom has no optimizer state.
+    first = fine_tune(m, data(), "full", recipe=FineTuneRecipe(epochs=1, lr=0.1, batch_size=8),
+                      unfreezing=schedule, new_head=False)
+    assert torch.equal(dict(m.named_parameters())[bottom], before)
+    assert bottom in first.frozen
+    result = fine_tune(m, data(), "full", recipe=recipe, unfreezing=schedule, new_head=False)
+    assert not torch.equal(dict(m.named_parameters())[bottom], before)
+    assert result.frozen == [] and len(result.history.epochs) == len(groups) and result.history.steps == 3 * len(groups)
+    with pytest.raises(ConfigError, match="strategy 'full'"):
+        fine_tune(m, data(), "linear_probe", unfreezing=schedule)

@@ -34,11 +34,14 @@ from mtl.errors import ConfigError
 from mtl.training import TrainHistory, make_optimizer, predict_logits, train_classifier
 from mtl.transfer.features import FeatureCache, train_on_features
 from mtl.transfer.freezing import (
+    GradualUnfreezing,
     _hold_batchnorm_stats,
     discriminative_param_groups,
     freeze_below,
+    frozen_names,
     layer_groups,
     trainable_names,
+    unfreeze,
 )
 
 __all__ = [
@@ -450,19 +453,30 @@ class FineTuneResult:
 def fine_tune(model: nn.Module, train: LabelledImages, strategy: Strategy | str, *,
               recipe: FineTuneRecipe | None = None, val: LabelledImages | None = None, new_head: bool = True,
               cache: FeatureCache | bool | None = True, seed: int = 0, device: torch.device | str = "cpu",
-              progress: bool = False) -> FineTuneResult:
+              progress: bool = False, unfreezing: GradualUnfreezing | None = None) -> FineTuneResult:
     """Fine-tune a pre-trained registry backbone on ``train`` with ``strategy`` and ``recipe``.
 
     With ``new_head`` the head is replaced by a fresh one of ``train.num_classes`` outputs. A linear
     probe (and a partial fine-tune whose cut is a trunk layer) trains on cached bottleneck features
     when ``cache`` is set (``True``: a fresh in-memory cache), since the frozen part is computed the
     same way either way.
+
+    ``unfreezing`` (with the ``full`` strategy only) trains the top layers first and unfreezes one
+    more layer group at each of its stages (ULMFiT, Howard and Ruder 2018); the optimizer and the
+    StepLR schedule run across all epochs, and a layer has no optimizer state until it is unfrozen.
     """
     strategy = Strategy.parse(strategy) if isinstance(strategy, str) else strategy
     recipe = recipe or FineTuneRecipe()
+    if unfreezing is not None and not isinstance(unfreezing, GradualUnfreezing):
+        raise ConfigError(f"unfreezing must be a GradualUnfreezing or None, got {type(unfreezing).__name__}")
+    if unfreezing is not None and strategy.kind != "full":
+        raise ConfigError(f"gradual unfreezing ends with every layer trainable: use it with strategy 'full', "
+                          f"not {str(strategy)!r}")
     torch.manual_seed(seed)
     if new_head:
         replace_head(model, train.num_classes)
+    if unfreezing is not None:
+        return _fine_tune_gradually(model, train, recipe, unfreezing, val, seed, device, progress)
     frozen = apply_strategy(model, strategy)
     trainable = trainable_names(model)
     start = time.perf_counter()
@@ -485,6 +499,27 @@ def fine_tune(model: nn.Module, train: LabelledImages, strategy: Strategy | str,
         opt, sched = recipe.build(model)
         history = train_classifier(model, train, optimizer=opt, scheduler=sched, val=val, device=device, **kwargs)
     return FineTuneResult(str(strategy), frozen, trainable, history, time.perf_counter() - start, cut is not None)
+
+
+def _fine_tune_gradually(model: nn.Module, train: LabelledImages, recipe: FineTuneRecipe,
+                         unfreezing: GradualUnfreezing, val: LabelledImages | None, seed: int,
+                         device: torch.device | str, progress: bool) -> FineTuneResult:
+    start = time.perf_counter()
+    unfreeze(model)
+    opt, sched = recipe.build(model)  # every parameter: frozen ones get no gradient, hence no update or state
+    history = TrainHistory()
+    for epoch in range(recipe.epochs):
+        live = unfreezing.apply(model, epoch)
+        part = train_classifier(model, train, optimizer=opt, scheduler=sched, val=val, device=device, epochs=1,
+                                batch_size=recipe.batch_size, seed=seed + epoch, progress=progress,
+                                desc=f"fine-tune, top {len(live)} layers")
+        history.epochs.append(epoch + 1)
+        history.train_loss.extend(part.train_loss)
+        history.val_accuracy.extend(part.val_accuracy)
+        history.steps += part.steps
+    history.seconds = time.perf_counter() - start
+    return FineTuneResult("full (gradual unfreezing)", frozen_names(model), trainable_names(model), history,
+                          history.seconds, False)
 
 
 def _group(layers: list[str], strategy: Strategy) -> str:
