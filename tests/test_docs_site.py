@@ -65,3 +65,15 @@ def test_readme_cli_lines_parse():
             parser.parse_args(argv)
         except SystemExit as exc:
             raise AssertionError(f"README command does not parse: {line}") from exc
+
+
+def test_readme_library_example_runs():
+    """The README's ten-line example, with a tiny budget and fewer test tasks, runs as written."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Library in ten lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    shrunk = block.replace("Budget(seconds=60)", "Budget(iterations=2)").replace("num_tasks=600", "num_tasks=4")
+    assert shrunk != block and "Budget(iterations=2)" in shrunk and "num_tasks=4" in shrunk
+    shrunk = shrunk.replace("MetaTrainerConfig()", "MetaTrainerConfig(progress=False)")
+    namespace: dict = {}
+    exec(compile(shrunk, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert callable(namespace["predict"])
