@@ -417,6 +417,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the profiler memory measurement")
     p.add_argument("--no-peers", action="store_true", help="do not import learn2learn/higher")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tune-allocator", action="store_true",
+                   help="mtl.utils.runtime.tune_cpu_allocator() first (process-wide: peers get it too)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write all measurements here")
     p.add_argument("--plot", type=Path, default=None, help="write the sweep plot here (needs --sweep)")
@@ -440,6 +442,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.tune_allocator:
+        from mtl.utils.runtime import tune_cpu_allocator
+
+        print(f"tuned CPU allocator (glibc mallopt) for every implementation: {tune_cpu_allocator()}")
     l2l, higher, missing = (None, None, "--no-peers") if args.no_peers else load_peers()
     print(f"torch {torch.__version__}, {args.threads} thread(s); conv4 (hidden {args.hidden}), "
           f"{args.ways}-way {args.shots}-shot {args.queries}-query, {args.image_size}x{args.image_size}, "
