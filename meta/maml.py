@@ -376,34 +376,54 @@ class MAML(nn.Module):
         ``accuracy`` (classification only) and, with the multi-step loss, ``objective`` (the
         weighted loss actually returned). ``iteration`` drives the MAML++ schedules.
         """
-        check_task_batch(support_x, support_y, query_x, query_y, batched=True)
-        self._check_model_input(support_x[0])
-        self._check_model_input(query_x[0])
-        fo = self._first_order_at(iteration)
-        weights = (msl_weights(self.inner_steps, iteration, self.msl_iterations)
-                   if self.multi_step_loss and self.inner_steps > 1 else None)
-        params = self._model_params()
+        fo, weights, params = self._outer_setup(support_x, support_y, query_x, query_y, iteration)
         if self.batched:
             objective, final, acc = self._outer_vmap(params, support_x, support_y, query_x, query_y,
                                                      fo, weights)
         else:
-            objs, finals, accs = [], [], []
-            for b in range(support_x.shape[0]):
-                o, f, a = self._task_objective(params, support_x[b], support_y[b], query_x[b],
-                                               query_y[b], fo, weights)
-                objs.append(o)
-                finals.append(f.detach())
-                if a is not None:
-                    accs.append(a)
-            objective = torch.stack(objs).mean()
-            final = torch.stack(finals).mean()
-            acc = torch.stack(accs).mean() if accs else None
+            objective, final, acc = self._task_loop(params, support_x, support_y, query_x, query_y, fo, weights,
+                                                    backward=False)
+        return objective, self._outer_metrics(objective, final, acc, weights)
+
+    def _outer_setup(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                     iteration: int | None) -> tuple[bool, Tensor | None, ParamDict]:
+        """Check a task batch; return the derivative order, the multi-step loss weights and the parameters."""
+        check_task_batch(support_x, support_y, query_x, query_y, batched=True)
+        self._check_model_input(support_x[0])
+        self._check_model_input(query_x[0])
+        weights = (msl_weights(self.inner_steps, iteration, self.msl_iterations)
+                   if self.multi_step_loss and self.inner_steps > 1 else None)
+        return self._first_order_at(iteration), weights, self._model_params()
+
+    def _task_loop(self, params: ParamDict, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, fo: bool,
+                   weights: Tensor | None, backward: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Tasks one at a time: batch means of the objective, the final query loss and the accuracy.
+
+        With ``backward`` each task's share of the mean objective is back-propagated before the
+        next task runs (and the returned objective is detached).
+        """
+        n_tasks = sx.shape[0]
+        objs, finals, accs = [], [], []
+        for b in range(n_tasks):
+            o, f, a = self._task_objective(params, sx[b], sy[b], qx[b], qy[b], fo, weights)
+            if backward:
+                (o / n_tasks).backward()
+                o = o.detach()
+            objs.append(o)
+            finals.append(f.detach())
+            if a is not None:
+                accs.append(a)
+        return torch.stack(objs).mean(), torch.stack(finals).mean(), torch.stack(accs).mean() if accs else None
+
+    @staticmethod
+    def _outer_metrics(objective: Tensor, final: Tensor, acc: Tensor | None,
+                       weights: Tensor | None) -> dict[str, float]:
         metrics = {"loss": as_float(final)}
         if acc is not None:
             metrics["accuracy"] = as_float(acc)
         if weights is not None:
             metrics["objective"] = as_float(objective)
-        return objective, metrics
+        return metrics
 
     def outer_backward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
@@ -421,28 +441,10 @@ class MAML(nn.Module):
             loss, metrics = self.outer_loss(support_x, support_y, query_x, query_y, iteration=iteration)
             loss.backward()
             return metrics
-        check_task_batch(support_x, support_y, query_x, query_y, batched=True)
-        self._check_model_input(support_x[0])
-        self._check_model_input(query_x[0])
-        fo = self._first_order_at(iteration)
-        weights = (msl_weights(self.inner_steps, iteration, self.msl_iterations)
-                   if self.multi_step_loss and self.inner_steps > 1 else None)
-        params = self._model_params()
-        n_tasks = support_x.shape[0]
-        objs, finals, accs = [], [], []
-        for b in range(n_tasks):
-            o, f, a = self._task_objective(params, support_x[b], support_y[b], query_x[b], query_y[b], fo, weights)
-            (o / n_tasks).backward()
-            objs.append(o.detach())
-            finals.append(f.detach())
-            if a is not None:
-                accs.append(a)
-        metrics = {"loss": as_float(torch.stack(finals).mean())}
-        if accs:
-            metrics["accuracy"] = as_float(torch.stack(accs).mean())
-        if weights is not None:
-            metrics["objective"] = as_float(torch.stack(objs).mean())
-        return metrics
+        fo, weights, params = self._outer_setup(support_x, support_y, query_x, query_y, iteration)
+        objective, final, acc = self._task_loop(params, support_x, support_y, query_x, query_y, fo, weights,
+                                                backward=True)
+        return self._outer_metrics(objective, final, acc, weights)
 
     def _outer_vmap(
         self, params: ParamDict, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, first_order: bool,
