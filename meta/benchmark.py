@@ -8,12 +8,11 @@ held-out tasks, prints a table (mean accuracy with 95% confidence interval) and 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from meta.fewshot import FewShotConfig, run_fewshot
-from mtl.utils import Budget, atomic_write_text, check_new_output, prepare_out_dir
+from mtl.utils import Budget, atomic_write_json, atomic_write_text, check_new_output, prepare_out_dir
 from mtl.utils.logging import CSVLogger
 
 
@@ -97,7 +96,7 @@ def run_benchmark(args: argparse.Namespace, algos: list[str], configs: list[FewS
     plot = plot_benchmark(out / "benchmark.png", results, run_dirs, title)
     print(f"plot: {plot}")
     atomic_write_text(out / "results.md", f"{title}\n\n{table}\n")
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_json(out / "results.json", results)
     if args.json:
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
     return results

@@ -17,7 +17,7 @@ import torch
 from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
 from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
 from mtl.errors import ConfigError
-from mtl.utils import Budget, atomic_write_text, check_new_output
+from mtl.utils import Budget, atomic_write_json, atomic_write_text, check_new_output
 from mtl.utils import distributed as dist_utils
 
 
@@ -78,9 +78,9 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
 
 
 def _budget(args: argparse.Namespace, default_seconds: float) -> Budget:
-    if args.budget_seconds is None and args.budget_iterations is None:
-        return Budget(seconds=default_seconds, clock=args.budget_clock)
-    return Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
+    from mtl.cli import budget_from_args
+
+    return budget_from_args(args, default_seconds)
 
 
 def _print_result(res: dict[str, Any]) -> None:
@@ -171,7 +171,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{cfg.algo} {test_cfg.ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
           f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks)")
     if args.json:
-        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+        atomic_write_json(args.json, res)
     return 0
 
 

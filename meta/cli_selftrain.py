@@ -29,6 +29,7 @@ from meta.selftrain import (
     self_train,
     split_labelled_unlabelled,
 )
+from mtl.cli import budget_from_args
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError
 
@@ -107,9 +108,8 @@ def _configs(args: argparse.Namespace) -> SelfTrainConfig | OnlineConfig:
 def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``mtlmeta selftrain`` from parsed arguments; returns the JSON-ready result."""
     from mtl.utils import (
-        Budget,
         CSVLogger,
-        atomic_write_text,
+        atomic_write_json,
         check_new_output,
         plot_curves,
         prepare_out_dir,
@@ -143,10 +143,7 @@ def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
     else:
         kwargs.setdefault("in_channels", labelled.image_shape[0])
         kwargs.setdefault("image_size", labelled.image_shape[1])
-    budget = None
-    if args.budget_seconds is not None or args.budget_iterations is not None:
-        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations,
-                        clock=getattr(args, "budget_clock", "wall"))
+    budget = budget_from_args(args)
     run = pseudo_label_online if args.method == "online" else self_train
     result = run(args.backbone, labelled, pool, config, backbone_kwargs=kwargs, test=test, budget=budget,
                  device=device, log=print, checkpoint=out_dir / "last.pt" if out_dir is not None else None,
@@ -179,7 +176,7 @@ def run_selftrain(args: argparse.Namespace) -> dict[str, Any]:
         })
         print(f"wrote {out_dir / 'metrics.csv'}, {out_dir / 'curves.png'}, {out_dir / 'model.pt'}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+        atomic_write_json(args.json, out)
     return out
 
 

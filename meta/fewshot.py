@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError, DatasetError
 from mtl.utils import (
     Budget,
-    atomic_write_text,
+    atomic_write_json,
     check_new_output,
     prepare_out_dir,
     resolve_device,
@@ -331,7 +330,7 @@ def run_fewshot(
         "checkpoint": str(out / "best.pt") if out is not None and (out / "best.pt").exists() else None,
     }
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps(out_json, indent=2) + "\n")
+        atomic_write_json(json_path, out_json)
     if out is not None:
-        atomic_write_text(out / "result.json", json.dumps(out_json, indent=2) + "\n")
+        atomic_write_json(out / "result.json", out_json)
     return out_json

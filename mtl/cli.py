@@ -121,6 +121,20 @@ def load_image_data(args: argparse.Namespace, resample: str = "lanczos") -> tupl
                                                                             "classes": args.glyph_classes}
 
 
+def budget_from_args(args: argparse.Namespace, default_seconds: float | None = None) -> Any:
+    """The :class:`~mtl.utils.Budget` of :func:`add_training_args`' ``--budget-*`` options.
+
+    Without ``--budget-seconds`` or ``--budget-iterations``: ``default_seconds`` as the budget,
+    or ``None`` (no limit) when that is ``None`` too.
+    """
+    from mtl.utils.runtime import Budget
+
+    clock = getattr(args, "budget_clock", "wall")
+    if args.budget_seconds is None and args.budget_iterations is None:
+        return None if default_seconds is None else Budget(seconds=default_seconds, clock=clock)
+    return Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=clock)
+
+
 def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | None = None) -> None:
     """The options every training subcommand shares: seed, device, outputs, budget, progress."""
     g = parser.add_argument_group("run")

@@ -17,13 +17,13 @@ features; with ``target-supervised`` the share of the gap each method recovers i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from typing import Any
 
 from mtl.adaptation.common import AdaptConfig
 from mtl.adaptation.experiment import METHODS, DomainSplit, make_domain_split, run_methods
 from mtl.adaptation.shifts import SHIFTS
+from mtl.cli import budget_from_args
 from mtl.errors import ConfigError
 
 __all__ = ["load_adaptation_split", "register", "run_adapt"]
@@ -61,9 +61,8 @@ def run_adapt(args: argparse.Namespace) -> dict[str, Any]:
     from mtl.adaptation.common import extract_features
     from mtl.adaptation.projection import plot_domain_features
     from mtl.utils import (
-        Budget,
         CSVLogger,
-        atomic_write_text,
+        atomic_write_json,
         check_new_output,
         prepare_out_dir,
         resolve_device,
@@ -87,9 +86,7 @@ def run_adapt(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{split.info['dataset']} under shift {split.shift!r}: {split.info['source_train']} source / "
           f"{split.info['target_train']} target training images, {split.info['test']} test images per domain, "
           f"{split.source_train.num_classes} classes")
-    budget = None
-    if args.budget_seconds is not None or args.budget_iterations is not None:
-        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
+    budget = budget_from_args(args)
     metrics, results = run_methods(split, args.methods, backbone=args.backbone, backbone_kwargs=kwargs, config=config,
                                    dann=dann, adda=adda, device=device, budget=budget, log=print)
     before = metrics["source-only"]["a_distance"]
@@ -118,7 +115,7 @@ def run_adapt(args: argparse.Namespace) -> dict[str, Any]:
                              title=f"test features, {split.info['dataset']} -> {split.shift} (PCA)")
         print(f"wrote {out_dir / 'metrics.csv'}, {out_dir / 'features.png'}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+        atomic_write_json(args.json, out)
     return out
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtl.cli import budget_from_args
 from mtl.data.base import LabelledImages
 from mtl.distill.born_again import born_again
 from mtl.distill.losses import check_alpha, check_temperature
@@ -222,9 +223,8 @@ def _run_ban(args: argparse.Namespace, train: LabelledImages, test: LabelledImag
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``mtlmeta distill`` from parsed arguments; returns the JSON-ready result."""
     from mtl.utils import (
-        Budget,
         CSVLogger,
-        atomic_write_text,
+        atomic_write_json,
         check_new_output,
         plot_curves,
         prepare_out_dir,
@@ -243,9 +243,7 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
         for path in own:
             path.unlink(missing_ok=True)  # only this command's own files, and only with --overwrite
     train, test, info = load_distill_data(args)
-    budget = None
-    if args.budget_seconds is not None or args.budget_iterations is not None:
-        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
+    budget = budget_from_args(args)
     run = _run_ban if args.mode == "ban" else _run_kd
     out = run(args, train, test, budget, device, out_dir)
     out.update({"command": "distill", "mode": args.mode, "data": info, "temperature": args.temperature,
@@ -271,7 +269,7 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
             log.log(row)
         print(f"wrote {out_dir}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+        atomic_write_json(args.json, out)
     return out
 
 

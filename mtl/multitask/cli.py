@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mtl.cli import budget_from_args
 from mtl.errors import ConfigError
 from mtl.multitask.architectures import ARCHITECTURES, TIE_MODES, build_model
 from mtl.multitask.data import DATASETS, MultiTaskProblem, load_problem
@@ -112,8 +113,6 @@ def _train(args: argparse.Namespace, problem: MultiTaskProblem, arch: str, arch_
            resume: bool, progress: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     import torch
 
-    from mtl.utils import Budget
-
     torch.manual_seed(args.seed)
     backbone, bkw = _backbone(args, problem)
     model = build_model(arch, problem.tasks, backbone, bkw, head_hidden=args.head_hidden, **arch_options)
@@ -131,9 +130,7 @@ def _train(args: argparse.Namespace, problem: MultiTaskProblem, arch: str, arch_
         if not (out_dir / "last.pt").is_file():
             raise ConfigError(f"--resume: no last.pt in {str(out_dir)!r} to continue from")
         trainer.resume(out_dir / "last.pt")
-    budget = None
-    if args.budget_seconds is not None or args.budget_iterations is not None:
-        budget = Budget(seconds=args.budget_seconds, iterations=args.budget_iterations, clock=args.budget_clock)
+    budget = budget_from_args(args)
     summary = trainer.fit(budget, restore_best=True)
     test = trainer.evaluate(problem.test)
     return summary, test, {"backbone": backbone, "backbone_kwargs": bkw, **model.describe()}

@@ -2,6 +2,7 @@
 
 from mtl.utils.checkpoint import (
     atomic_write_bytes,
+    atomic_write_json,
     atomic_write_text,
     load_checkpoint,
     load_checkpoint_or_previous,
@@ -24,6 +25,7 @@ __all__ = [
     "Budget",
     "CSVLogger",
     "atomic_write_bytes",
+    "atomic_write_json",
     "atomic_write_text",
     "check_new_output",
     "load_checkpoint",

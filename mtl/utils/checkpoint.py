@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -60,6 +61,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON (with a final newline) to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def previous_path(path: str | os.PathLike) -> Path:
