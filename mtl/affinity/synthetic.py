@@ -10,14 +10,18 @@ only guessed).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from mtl.errors import ConfigError
-from mtl.multitask.data import MultiTaskProblem
+from mtl.multitask.data import (
+    MultiTaskProblem,
+    check_sine_regression_args,
+    sine_regression_labels,
+    split_regression_problem,
+)
 from mtl.multitask.tasks import MultiTaskData, TaskSpec
 
 __all__ = ["PAIRS_CORRELATIONS", "correlated_regression", "pairs_correlations"]
@@ -104,14 +108,7 @@ def correlated_regression(
     names = [f"t{i + 1}" for i in range(n_tasks)] if task_names is None else [str(n) for n in task_names]
     if len(names) != n_tasks:
         raise ConfigError(f"task_names has {len(names)} names but correlations describe {n_tasks} tasks")
-    for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 1),
-                             ("input_dim", input_dim, n_tasks), ("num_sines", num_sines, 0), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"scale must be a finite number > 0, got {scale!r}")
-    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std >= 0):
-        raise ConfigError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+    check_sine_regression_args(num_train, num_val, num_test, input_dim, n_tasks, num_sines, scale, noise_std, seed)
     tasks = [TaskSpec(n, 1, "regression") for n in names]  # validates the names
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((input_dim, n_tasks)))
@@ -123,15 +120,11 @@ def correlated_regression(
     total = num_train + num_val + num_test
     x = rng.standard_normal((total, input_dim))
     z = x @ weights
-    labels = np.stack([z[:, t] + np.sin(np.outer(z[:, t], alpha) + beta).sum(1)
-                       + noise_std * rng.standard_normal(total) for t in range(n_tasks)], 1)
+    labels = np.stack([sine_regression_labels(z[:, t], alpha, beta, noise_std, rng) for t in range(n_tasks)], 1)
     targets = {n: torch.from_numpy(labels[:, t]).float()[:, None] for t, n in enumerate(names)}
-    data = MultiTaskData(torch.from_numpy(x).float(), targets)
-    cut = [num_train, num_train + num_val]
-    return MultiTaskProblem(
-        f"correlated-regression(T={n_tasks})", tasks,
-        data.select(torch.arange(0, cut[0])), data.select(torch.arange(cut[0], cut[1])),
-        data.select(torch.arange(cut[1], total)),
+    return split_regression_problem(
+        f"correlated-regression(T={n_tasks})", tasks, MultiTaskData(torch.from_numpy(x).float(), targets),
+        num_train, num_val,
         {"correlations": p.tolist(), "label_pearson": np.corrcoef(labels.T).round(4).tolist(),
          "input_dim": input_dim, "num_sines": num_sines, "seed": seed},
     )

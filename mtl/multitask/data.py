@@ -79,6 +79,34 @@ def _int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_sine_regression_args(num_train: int, num_val: int, num_test: int, input_dim: int, min_input_dim: int,
+                               num_sines: int, scale: float, noise_std: float, seed: int) -> None:
+    """Validate the settings shared by the sine-regression generators (Ma et al. 2018)."""
+    for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 1),
+                             ("input_dim", input_dim, min_input_dim), ("num_sines", num_sines, 0), ("seed", seed, 0)):
+        _int(name, value, low)
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be a finite number > 0, got {scale!r}")
+    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std >= 0):
+        raise ConfigError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+
+
+def sine_regression_labels(z: np.ndarray, alpha: np.ndarray, beta: np.ndarray, noise_std: float,
+                           rng: np.random.Generator) -> np.ndarray:
+    """``y = z + sum_i sin(alpha_i z + beta_i) + eps`` for projections ``z = w^T x`` (Ma et al. 2018)."""
+    return z + np.sin(np.outer(z, alpha) + beta).sum(1) + noise_std * rng.standard_normal(len(z))
+
+
+def split_regression_problem(name: str, tasks: list[TaskSpec], data: MultiTaskData, num_train: int, num_val: int,
+                             info: dict[str, Any]) -> MultiTaskProblem:
+    """The first ``num_train`` samples train, the next ``num_val`` validate, the rest test."""
+    cut, total = [num_train, num_train + num_val], len(data.inputs)
+    return MultiTaskProblem(
+        name, tasks, data.select(torch.arange(0, cut[0])), data.select(torch.arange(cut[0], cut[1])),
+        data.select(torch.arange(cut[1], total)), info,
+    )
+
+
 def mmoe_synthetic(
     correlation: float = 0.5,
     num_train: int = 8000,
@@ -115,13 +143,7 @@ def mmoe_synthetic(
     """
     if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not -1.0 <= correlation <= 1.0:
         raise ConfigError(f"correlation must be a number in [-1, 1], got {correlation!r}")
-    for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 1),
-                             ("input_dim", input_dim, 2), ("num_sines", num_sines, 0), ("seed", seed, 0)):
-        _int(name, value, low)
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"scale must be a finite number > 0, got {scale!r}")
-    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std >= 0):
-        raise ConfigError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+    check_sine_regression_args(num_train, num_val, num_test, input_dim, 2, num_sines, scale, noise_std, seed)
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((input_dim, 2)))
     u1, u2 = basis[:, 0], basis[:, 1]
@@ -132,20 +154,12 @@ def mmoe_synthetic(
     total = num_train + num_val + num_test
     x = rng.standard_normal((total, input_dim))
 
-    def label(w: np.ndarray) -> np.ndarray:
-        z = x @ w
-        return z + np.sin(np.outer(z, alpha) + beta).sum(1) + noise_std * rng.standard_normal(total)
-
-    y1, y2 = label(w1), label(w2)
+    y1, y2 = (sine_regression_labels(x @ w, alpha, beta, noise_std, rng) for w in (w1, w2))
     xt = torch.from_numpy(x).float()
     targets = {"y1": torch.from_numpy(y1).float()[:, None], "y2": torch.from_numpy(y2).float()[:, None]}
-    data = MultiTaskData(xt, targets)
-    cut = [num_train, num_train + num_val]
     tasks = [TaskSpec("y1", 1, "regression"), TaskSpec("y2", 1, "regression")]
-    return MultiTaskProblem(
-        f"mmoe-synthetic(p={correlation:g})", tasks,
-        data.select(torch.arange(0, cut[0])), data.select(torch.arange(cut[0], cut[1])),
-        data.select(torch.arange(cut[1], total)),
+    return split_regression_problem(
+        f"mmoe-synthetic(p={correlation:g})", tasks, MultiTaskData(xt, targets), num_train, num_val,
         {"correlation": float(correlation), "label_pearson": float(np.corrcoef(y1, y2)[0, 1]),
          "input_dim": input_dim, "num_sines": num_sines, "seed": seed},
     )
