@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
-from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
+from mtl.cli import add_training_args, integer_arg, json_object_arg, positive_float_arg, positive_int_arg
 from mtl.errors import ConfigError
 from mtl.utils import Budget, atomic_write_json, atomic_write_text, check_new_output
 from mtl.utils import distributed as dist_utils
@@ -37,6 +37,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shots", type=positive_int_arg, default=1)
     g.add_argument("--queries", type=positive_int_arg, default=15)
     g.add_argument("--no-rotations", action="store_true", help="omniglot: no rotated extra classes")
+    g.add_argument("--augment-shift", type=integer_arg, default=0, metavar="PIXELS",
+                   help="move every training image by up to PIXELS in x and y (default 0: off)")
     g.add_argument("--test-tasks", type=positive_int_arg, default=600, help="test tasks (papers: 600)")
     g.add_argument("--validation-tasks", type=positive_int_arg, default=100)
     g.add_argument("--validate-every", type=positive_int_arg, default=100)
@@ -63,6 +65,10 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="inner steps at test")
     g.add_argument("--inner-lr", type=positive_float_arg, default=None, help="inner-loop step size")
     g.add_argument("--meta-lr", type=positive_float_arg, default=1e-3, help="Adam learning rate (outer loop)")
+    g.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
+                   help="meta learning-rate schedule (default constant)")
+    g.add_argument("--schedule-iterations", type=positive_int_arg, default=10_000, metavar="N",
+                   help="cosine: decay to 0 over N iterations; step: halve every N/3 (default 10000)")
 
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
@@ -74,6 +80,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,
         validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
         checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
+        augment_shift=args.augment_shift, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
     )
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ ALGORITHMS: dict[str, type[nn.Module]] = {
 }
 DATASETS = ("glyphs", "omniglot", "sinusoid")
 TEST_SEED = 20_170_000  # test tasks are the same for every training seed
+_SHIFT_STREAM = 7_013  # keeps the augmentation offsets apart from the episode sampler's stream
 
 
 @dataclass
@@ -74,6 +76,9 @@ class FewShotConfig:
     checkpoint_every: int = 100
     snapshot_seconds: tuple[float, ...] = ()
     seed: int = 0
+    augment_shift: int = 0  # training images moved by up to this many pixels (0: no augmentation)
+    schedule: str = "constant"  # meta learning-rate schedule: constant | cosine | step
+    schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -89,6 +94,16 @@ class FewShotConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.queries, int) or self.queries < 1:
             raise ConfigError(f"queries must be a positive integer, got {self.queries!r}")
+        if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not (
+                0 <= self.augment_shift <= 8):
+            raise ConfigError(f"augment_shift must be an integer number of pixels in 0..8, got {self.augment_shift!r}")
+        if self.augment_shift and self.dataset == "sinusoid":
+            raise ConfigError("augment_shift moves images; dataset 'sinusoid' has none")
+        if self.schedule not in ("constant", "cosine", "step"):
+            raise ConfigError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
+        if isinstance(self.schedule_iterations, bool) or not isinstance(self.schedule_iterations, int) or (
+                self.schedule_iterations < 1):
+            raise ConfigError(f"schedule_iterations must be a positive integer, got {self.schedule_iterations!r}")
         if self.inner_lr is not None and not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
             raise ConfigError(f"inner_lr must be a finite number > 0, got {self.inner_lr!r}")
         if self.test_tasks < 600:
@@ -203,6 +218,22 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
     return data, splits, note
 
 
+def shifted_episode(episode: Any, pixels: int, key: tuple[int, int]) -> Any:
+    """``episode`` with every support and query image moved by up to ``pixels`` (:func:`random_shift`).
+
+    The offsets depend only on ``key`` (seed, iteration), so a resumed run sees the same images.
+    """
+    from mtl.data.augment import random_shift
+    from mtl.data.episodes import _derived_seed
+
+    gen = torch.Generator().manual_seed(_derived_seed(*key, _SHIFT_STREAM) % 2**63)
+
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return random_shift(x.reshape(-1, *x.shape[-3:]), pixels, gen).view(x.shape)
+
+    return dataclasses.replace(episode, support_x=move(episode.support_x), query_x=move(episode.query_x))
+
+
 class TaskSources:
     """Fixed-by-index task sources for training, validation and test."""
 
@@ -238,7 +269,10 @@ class TaskSources:
         tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
         va = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
         b = cfg.meta_batch
-        self.train = lambda i: tr.batch(i, b).to(device)
+        if cfg.augment_shift:
+            self.train = lambda i: shifted_episode(tr.batch(i, b), cfg.augment_shift, (cfg.seed, i)).to(device)
+        else:
+            self.train = lambda i: tr.batch(i, b).to(device)
         self.val = lambda i: va.batch(i, self.eval_batch).to(device)
 
 
@@ -295,7 +329,8 @@ def run_fewshot(
         record.pop(key, None)
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,
-        MetaTrainerConfig(meta_lr=cfg.meta_lr, validate_every=cfg.validate_every,
+        MetaTrainerConfig(meta_lr=cfg.meta_lr, schedule=cfg.schedule, schedule_iterations=cfg.schedule_iterations,
+                          validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
                           snapshot_seconds=tuple(cfg.snapshot_seconds),
                           progress=progress, extra={"fewshot": record,

@@ -307,6 +307,18 @@ def _conv_im2col(x: Tensor, w: Tensor, b: Tensor | None, m: nn.Conv2d) -> Tensor
     return out.view(n, ho, wo, w.shape[0]).permute(0, 3, 1, 2)
 
 
+_RUNNING_STATS = ("ignore", "update", "use", "module")
+
+
+def _bn_momentum(m: nn.modules.batchnorm._NormBase) -> float:
+    """The update factor ``m.train()`` would use now, counting the batch as ``nn.BatchNorm`` does."""
+    if m.num_batches_tracked is not None:
+        m.num_batches_tracked.add_(1)
+    if m.momentum is None:
+        return 1.0 / float(m.num_batches_tracked)
+    return float(m.momentum)
+
+
 class ForwardPlan:
     """A model's forward pass as a flat list of ``torch.nn.functional`` calls, fed by a param dict.
 
@@ -344,8 +356,18 @@ class ForwardPlan:
         self.ops = _reorder(ops)
         self.channels_last = bool(channels_last)
 
-    def __call__(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        """The model's output on ``x`` with parameters ``params`` (names as ``named_parameters``)."""
+    def __call__(self, params: Mapping[str, Tensor], x: Tensor, running_stats: str = "ignore") -> Tensor:
+        """The model's output on ``x`` with parameters ``params`` (names as ``named_parameters``).
+
+        ``running_stats`` says what BatchNorm layers that track running statistics do:
+        ``"ignore"`` (default): batch statistics, buffers untouched (MAML's convention);
+        ``"update"``: batch statistics, buffers updated in place as ``module.train()`` would;
+        ``"use"``: normalise with the running statistics, as ``module.eval()`` would;
+        ``"module"``: each layer as its own ``training`` flag says (``"update"`` or ``"use"``),
+        i.e. exactly what calling the module does.
+        """
+        if running_stats not in _RUNNING_STATS:
+            raise ConfigError(f"running_stats must be one of {list(_RUNNING_STATS)}, got {running_stats!r}")
         bb = self._backbone
         if bb is not None and tuple(x.shape[1:]) != bb.input_shape:
             bb.check_input(x)
@@ -364,7 +386,13 @@ class ForwardPlan:
             elif kind in ("BatchNorm2d", "BatchNorm1d"):
                 w = params[pre + "weight"] if m.affine else None
                 b = params[pre + "bias"] if m.affine else None
-                x = F.batch_norm(x, None, None, w, b, True, 0.0, m.eps)
+                mode = running_stats if running_stats != "module" else ("update" if m.training else "use")
+                if mode == "ignore" or not m.track_running_stats:
+                    x = F.batch_norm(x, None, None, w, b, True, 0.0, m.eps)
+                elif mode == "use":
+                    x = F.batch_norm(x, m.running_mean, m.running_var, w, b, False, 0.0, m.eps)
+                else:
+                    x = F.batch_norm(x, m.running_mean, m.running_var, w, b, True, _bn_momentum(m), m.eps)
             elif kind == "ReLU":
                 x = F.relu(x)
             elif kind == "Tanh":

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from meta.functional import AdaptedPredictor, as_float, check_task_batch
+from meta.functional import AdaptedPredictor, as_float, check_task_batch, forward_plan
 from mtl.errors import ConfigError
 
 __all__ = ["ProtoNet", "prototypes", "prototype_logits"]
@@ -90,6 +90,10 @@ class ProtoNet(nn.Module):
         self.cosine_scale = float(cosine_scale)
 
     def _embed(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+        plan = forward_plan(self.model)
+        if plan is not None:  # the same function as calling the module, faster on CPU
+            p = dict(self.model.named_parameters()) if params is None else params
+            return plan(p, x, running_stats="module").flatten(1)
         out = self.model(x) if params is None else functional_call(self.model, dict(params), (x,))
         return out.flatten(1)
 

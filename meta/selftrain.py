@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl.backbones import create_backbone
+from mtl.data.augment import random_shift
 from mtl.data.base import LabelledImages
 from mtl.data.sprites import UnlabelledImages
 from mtl.errors import CheckpointError, ConfigError, DatasetError
@@ -286,24 +287,6 @@ def split_labelled_unlabelled(
                                f"per_class={per_class} must leave at least one for the unlabelled pool")
         chosen[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
     return data.select(chosen), data.select(~chosen)
-
-
-def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``pixels`` in x and y, zero-filled (the input noise of Noisy Student).
-
-    Noise on the student is what lets self-training improve on its teacher (Xie et al. 2020,
-    building on Yarowsky 1995 and Lee 2013); a random shift is the cheapest such noise.
-    """
-    if pixels == 0:
-        return x
-    b, _, h, w = x.shape
-    dy = torch.randint(0, 2 * pixels + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pixels + 1, (b,), generator=generator).to(x.device)
-    padded = F.pad(x, (pixels, pixels, pixels, pixels))
-    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, :, None]  # [B, H, 1]
-    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, :]  # [B, 1, W]
-    out = padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2).contiguous()
 
 
 # --------------------------------------------------------------------------------------- teacher

@@ -194,3 +194,50 @@ def test_download_without_network_fails_fast_naming_root(tmp_path, monkeypatch, 
     code, cap = run(["train", "--dataset", "omniglot", "--root", str(tmp_path / "omni"), "--download",
                      "--budget-iterations", "1", "--no-progress"], capsys)
     assert code == 2 and "root=" in cap.err and cap.err.count("\n") == 1
+
+
+def test_augmented_training_is_reproducible_and_resumable(tmp_path):
+    """--augment-shift moves the training images (a different model than without it), the offsets
+    depend only on (seed, iteration), and a resumed run ends where an uninterrupted one does."""
+    common = dict(algo="protonet", glyph_classes=(12, 6, 6), backbone_kwargs={"hidden": 8}, queries=3,
+                  validation_tasks=4, test_tasks=6, validate_every=2, checkpoint_every=2,
+                  schedule="cosine", schedule_iterations=4)
+    quiet = dict(progress=False, log=lambda s: None)
+    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=4), out_dir=tmp_path / "a", **quiet)
+    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=2), out_dir=tmp_path / "b", **quiet)
+    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=4), out_dir=tmp_path / "b",
+                resume=True, **quiet)
+    run_fewshot(FewShotConfig(**common), Budget(iterations=4), out_dir=tmp_path / "c", **quiet)
+    a, b, c = (_final_params(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_shifted_episode_moves_images_and_keeps_labels():
+    from meta.fewshot import shifted_episode
+    from mtl.data.episodes import EpisodeSampler
+
+    data = make_glyphs(6, samples_per_class=5, seed=0)
+    episode = EpisodeSampler(data, 3, 1, 2, seed=0).batch(0, 2)
+    moved = shifted_episode(episode, 2, (0, 0))
+    assert moved.support_x.shape == episode.support_x.shape and moved.query_x.shape == episode.query_x.shape
+    assert torch.equal(moved.query_y, episode.query_y) and torch.equal(moved.support_y, episode.support_y)
+    assert not torch.equal(moved.query_x, episode.query_x)
+    assert torch.equal(shifted_episode(episode, 2, (0, 0)).query_x, moved.query_x)
+    assert not torch.equal(shifted_episode(episode, 2, (0, 1)).query_x, moved.query_x)
+    # a shift only moves ink: the total per image is unchanged unless ink is pushed off the border
+    assert (moved.query_x.sum((-1, -2, -3)) <= episode.query_x.sum((-1, -2, -3)) + 1e-4).all()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--augment-shift", "9", "augment_shift"), ("--augment-shift", "-1", "augment_shift"),
+    ("--schedule", "linear", "invalid choice"), ("--schedule-iterations", "0", "0"),
+])
+def test_augmentation_and_schedule_bad_values(flag, value, message, capsys):
+    try:
+        code = main(["fewshot", "train", "--budget-iterations", "1", *TINY, flag, value])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and value in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from meta.functional import ForwardPlan, forward_plan, functional_forward
 from meta.maml import ANIL, FOMAML, MAML
 from meta.protonet import ProtoNet
 from mtl import create_backbone
+from mtl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +125,32 @@ def test_harness_smoke_without_peers(capsys, tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| maml |") or line.startswith("| anil |")]
     assert [r.split("|")[2].strip() for r in rows] == ["toolkit", "floor-nn", "floor"] * 2
     assert (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_forward_plan_module_mode_equals_calling_the_module(momentum):
+    """running_stats="module": outputs, gradients and running statistics as ``model(x)`` gives,
+    in train mode (statistics updated) and in eval mode (statistics used)."""
+    torch.manual_seed(0)
+    ref = create_backbone("conv4", in_channels=1, image_size=16, hidden=4).double()
+    for m in ref.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+    mine = copy.deepcopy(ref)
+    plan = ForwardPlan(mine)
+    for step in range(3):
+        x = torch.randn(6, 1, 16, 16, dtype=torch.float64)
+        for model in (ref, mine):
+            model.train(step < 2)
+        out_ref = ref(x)
+        out = plan(dict(mine.named_parameters()), x, running_stats="module")
+        assert torch.allclose(out, out_ref, atol=1e-10)
+        g_ref = torch.autograd.grad(out_ref.square().sum(), list(ref.parameters()))
+        g = torch.autograd.grad(out.square().sum(), list(mine.parameters()))
+        for a, b in zip(g, g_ref):
+            assert torch.allclose(a, b, atol=1e-9)
+        for (name, a), b in zip(mine.named_buffers(), ref.buffers()):
+            assert torch.allclose(a.double(), b.double(), atol=1e-12), name
+    assert int(mine.features.block1.norm.num_batches_tracked) == 2
+    with pytest.raises(ConfigError, match="running_stats must be one of"):
+        plan(dict(mine.named_parameters()), x, running_stats="train")

@@ -4,9 +4,11 @@
 - :func:`load_omniglot` — Omniglot from the official zips or folders (``download=True`` fetches them);
 - :func:`load_omniglot_sprites` — the unlabelled 28x28 sprite sheets;
 - :class:`SinusoidTasks` — Finn et al. 2017 sinusoid regression;
-- :class:`EpisodeSampler` — N-way K-shot Q-query episodes over any labelled set.
+- :class:`EpisodeSampler` — N-way K-shot Q-query episodes over any labelled set;
+- :func:`random_shift` — random translations, reproducible by generator.
 """
 
+from mtl.data.augment import random_shift
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, EpisodeSampler, split_classes
 from mtl.data.glyphs import make_glyphs
@@ -42,6 +44,7 @@ __all__ = [
     "load_omniglot_sprites",
     "load_sprite_sheet",
     "make_glyphs",
+    "random_shift",
     "split_classes",
     "vinyals_split",
 ]

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtl.backbones import create_backbone
+from mtl.data.augment import random_shift
 from mtl.data.base import LabelledImages
 from mtl.distill.losses import check_alpha, check_temperature, kd_loss
 from mtl.distill.teachers import CachedLogits, EnsembleTeacher, agreement, count_classes
@@ -121,16 +121,6 @@ class DistillResult:
         return {"accuracy": self.accuracy, "teacher_accuracy": self.teacher_accuracy, "agreement": self.agreement,
                 "steps": self.history.steps, "train_loss": self.history.train_loss, "seconds": self.seconds,
                 "config": self.config}
-
-
-def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image of ``x`` ``[B, C, H, W]`` by up to ``pixels`` in each direction, zero-filled."""
-    if pixels == 0:
-        return x
-    b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * pixels + 1, (2, b), generator=generator).tolist()
-    padded = F.pad(x, (pixels, pixels, pixels, pixels))
-    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(zip(*offsets))])
 
 
 def build_model(spec: StudentSpec, num_classes: int, backbone_kwargs: dict[str, Any] | None = None,
