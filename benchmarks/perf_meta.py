@@ -61,7 +61,6 @@ from meta.protonet import ProtoNet, prototype_logits, prototypes  # noqa: E402
 from mtl import create_backbone  # noqa: E402
 
 ALGOS = ("maml", "fomaml", "anil", "protonet")
-COMPILABLE = ("fomaml", "anil")  # one backward through the network: torch.compile applies
 
 
 def load_peers() -> tuple[object | None, object | None, str]:
@@ -116,14 +115,14 @@ def make_model(args: argparse.Namespace, head: bool) -> torch.nn.Module:
 Step = Callable[[tuple[torch.Tensor, ...]], None]
 
 
-def toolkit_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namespace, lean: bool = True,
-                    compiled: bool = False) -> tuple[torch.nn.Module, Step]:
+def toolkit_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namespace, lean: bool = True
+                    ) -> tuple[torch.nn.Module, Step]:
     model = copy.deepcopy(base)
     if algo_name == "protonet":
         algo: torch.nn.Module = ProtoNet(model)
     else:
         cls = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL}[algo_name]
-        algo = cls(model, inner_lr=args.inner_lr, inner_steps=args.inner_steps, compiled=compiled)
+        algo = cls(model, inner_lr=args.inner_lr, inner_steps=args.inner_steps)
 
     def step(batch: tuple[torch.Tensor, ...]) -> None:
         model.zero_grad(set_to_none=True)
@@ -241,10 +240,7 @@ def floor_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namespac
 def build_variants(algo_name: str, args: argparse.Namespace, l2l: object | None, higher: object | None
                    ) -> dict[str, tuple[torch.nn.Module, Step]]:
     base = make_model(args, head=algo_name != "protonet")
-    compile_it = args.compile and algo_name in COMPILABLE
-    variants = {"toolkit": toolkit_variant(algo_name, base, args, compiled=compile_it)}
-    if compile_it:
-        variants["toolkit-eager"] = toolkit_variant(algo_name, base, args)
+    variants = {"toolkit": toolkit_variant(algo_name, base, args)}
     if args.one_loss:
         variants["toolkit-1loss"] = toolkit_variant(algo_name, base, args, lean=False)
     if l2l is not None and (v := l2l_variant(algo_name, base, args, l2l)) is not None:
@@ -423,8 +419,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tune-allocator", action="store_true",
                    help="mtl.utils.runtime.tune_cpu_allocator() first (process-wide: peers get it too)")
-    p.add_argument("--compile", action="store_true",
-                   help="fomaml/anil: the toolkit runs compiled=True (torch.compile); eager kept as toolkit-eager")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write all measurements here")
     p.add_argument("--plot", type=Path, default=None, help="write the sweep plot here (needs --sweep)")

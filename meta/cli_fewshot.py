@@ -65,16 +65,13 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="inner steps at test")
     g.add_argument("--inner-lr", type=positive_float_arg, default=None, help="inner-loop step size")
     g.add_argument("--meta-lr", type=positive_float_arg, default=1e-3, help="Adam learning rate (outer loop)")
-    g.add_argument("--compile", action="store_true",
-                   help="fomaml/anil: run the network under torch.compile (first call compiles, ~1 min)")
     g.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
                    help="meta learning-rate schedule (default constant)")
     g.add_argument("--schedule-iterations", type=positive_int_arg, default=10_000, metavar="N",
                    help="cosine: decay to 0 over N iterations; step: halve every N/3 (default 10000)")
 
 
-def _config(args: argparse.Namespace, algo: str, lenient_compile: bool = False) -> FewShotConfig:
-    """The run's config; ``lenient_compile`` (benchmark) applies --compile only where it can apply."""
+def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
     return FewShotConfig(
         algo=algo, dataset=args.dataset, root=args.root, download=args.download, backbone=args.backbone,
         backbone_kwargs=args.backbone_kwargs, glyph_classes=args.glyph_classes, ways=args.ways,
@@ -84,7 +81,6 @@ def _config(args: argparse.Namespace, algo: str, lenient_compile: bool = False) 
         validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
         checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
         augment_shift=args.augment_shift, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
-        compiled=args.compile and (algo in ("fomaml", "anil") or not lenient_compile),
     )
 
 
@@ -143,7 +139,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     for a in algos:
         if a not in ALGORITHMS:
             raise ConfigError(f"--algos: unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS)}")
-    run_benchmark(args, algos, [_config(args, a, lenient_compile=True) for a in algos])
+    run_benchmark(args, algos, [_config(args, a) for a in algos])
     return 0
 
 

@@ -79,7 +79,6 @@ class FewShotConfig:
     augment_shift: int = 0  # training images moved by up to this many pixels (0: no augmentation)
     schedule: str = "constant"  # meta learning-rate schedule: constant | cosine | step
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
-    compiled: bool = False  # fomaml/anil: torch.compile the network's forward plan (same math, faster)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -156,11 +155,6 @@ def build_algorithm(cfg: FewShotConfig, image_shape: tuple[int, ...] | None = No
     loss = "mse" if cfg.is_regression else "cross_entropy"
     common = {"inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
               "eval_inner_steps": cfg.eval_inner_steps, "loss": loss}
-    if cfg.compiled:
-        if cfg.algo not in ("fomaml", "anil"):
-            raise ConfigError(f"compiled needs algo fomaml or anil (one backward through the network), "
-                              f"got {cfg.algo!r}")
-        common["compiled"] = True
     return ALGORITHMS[cfg.algo](model, **common)
 
 
@@ -331,7 +325,7 @@ def run_fewshot(
     algo = build_algorithm(cfg, tasks.image_shape)
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
-    for key in ("snapshot_seconds", "download", "compiled"):  # not part of the run's identity
+    for key in ("snapshot_seconds", "download"):  # not part of the run's identity
         record.pop(key, None)
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,

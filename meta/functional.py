@@ -355,19 +355,6 @@ class ForwardPlan:
             raise _Unsupported("empty")
         self.ops = _reorder(ops)
         self.channels_last = bool(channels_last)
-        self._compiled: Callable[[Mapping[str, Tensor], Tensor], Tensor] | None = None
-
-    def compiled(self) -> Callable[[Mapping[str, Tensor], Tensor], Tensor]:
-        """This plan under ``torch.compile`` (built on first use; BatchNorm on batch statistics).
-
-        Inductor fuses the BatchNorm, pooling and ReLU element-wise work of each block and of
-        its backward. The result supports one backward pass (first-order MAML, ANIL's trunk),
-        not double backward: PyTorch's compiled autograd functions refuse it. Each new input
-        shape compiles once (about a minute on a CPU).
-        """
-        if self._compiled is None:
-            self._compiled = torch.compile(self.__call__, dynamic=False)
-        return self._compiled
 
     def __call__(self, params: Mapping[str, Tensor], x: Tensor, running_stats: str = "ignore") -> Tensor:
         """The model's output on ``x`` with parameters ``params`` (names as ``named_parameters``).
@@ -442,8 +429,7 @@ def forward_plan(model: nn.Module) -> ForwardPlan | None:
 
 
 def functional_forward(
-    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
-    compiled: bool = False,
+    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor
 ) -> Tensor:
     """``model(x)`` evaluated with ``params`` (and ``buffers``) through ``functional_call``.
 
@@ -452,15 +438,11 @@ def functional_forward(
     running-statistics update of a BatchNorm that tracks them lands on a throw-away copy: the
     module's own buffers are never modified.  Models without buffers pay nothing for this.
     Models that :func:`forward_plan` understands (``mlp``, ``conv4``) run through their
-    :class:`ForwardPlan` instead: the same function, faster, buffers untouched. ``compiled``
-    runs the plan under ``torch.compile`` (:meth:`ForwardPlan.compiled`; no double backward).
+    :class:`ForwardPlan` instead: the same function, faster, buffers untouched.
     """
     plan = forward_plan(model)
     if plan is not None:
-        return plan.compiled()(params, x) if compiled else plan(params, x)
-    if compiled:
-        raise ConfigError(f"compiled=True needs a model forward_plan supports (conv4, mlp), got "
-                          f"{type(model).__name__}")
+        return plan(params, x)
     bufs = {k: v.clone() for k, v in buffers.items()} if buffers else {}
     with training_mode(model, True):
         return functional_call(model, (dict(params), bufs), (x,), strict=False, tie_weights=False)

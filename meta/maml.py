@@ -31,7 +31,6 @@ from meta.functional import (
     check_positive_int,
     check_task_batch,
     classification_accuracy,
-    forward_plan,
     functional_forward,
     has_running_stats,
     inner_loop,
@@ -116,12 +115,6 @@ class MAML(nn.Module):
             ``True`` needs a model without BatchNorm running statistics, and is refused with
             second-order gradients through BatchNorm/InstanceNorm/LayerNorm, where torch's vmap
             computes a wrong double backward (pytorch/functorch#534; found by this module's tests).
-        compiled: run the network's forward plan under ``torch.compile``
-            (:meth:`meta.functional.ForwardPlan.compiled`) for a few percent to a quarter less
-            time per step on CPU (see docs/performance.md). Only where one backward pass through
-            the network is enough: ``first_order=True`` (FOMAML) or head-only adaptation (ANIL,
-            whose trunk then runs compiled). The first call per input shape compiles (about a
-            minute on a CPU), so it pays off for long runs only.
 
     BatchNorm follows the MAML convention: every forward pass (inner loop, query, test)
     normalises with the statistics of the batch it sees, in training and at test time, so build
@@ -154,7 +147,6 @@ class MAML(nn.Module):
         per_step_bn: bool = False,
         first_order_until: int | None = None,
         batched: bool | None = None,
-        compiled: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -238,18 +230,6 @@ class MAML(nn.Module):
             and all(n.startswith("head.") for n in self.adapt_names)
         )
 
-        self.compiled = bool(compiled)
-        if self.compiled:
-            if not (self.first_order or self._head_only) or first_order_until is not None:
-                raise ConfigError("compiled=True needs first_order=True or head-only adaptation (ANIL): "
-                                  "torch.compile gives no double backward through the network")
-            if self.batched:
-                raise ConfigError("compiled=True and batched=True cannot be combined; choose one")
-            net = model.features if self._head_only else model
-            if forward_plan(net) is None:
-                raise ConfigError(f"compiled=True needs a network forward_plan supports (conv4, mlp), got "
-                                  f"{type(net).__name__}")
-
     # ------------------------------------------------------------------ pieces
 
     def _model_params(self) -> ParamDict:
@@ -302,7 +282,7 @@ class MAML(nn.Module):
         buffers = self._model_buffers()
 
         def step_loss(full: ParamDict, step: int) -> Tensor:
-            return self.loss_fn(functional_forward(self.model, full, buffers, sx, self.compiled), sy)
+            return self.loss_fn(functional_forward(self.model, full, buffers, sx), sy)
 
         history = inner_loop(step_loss, params, self.adapt_names, steps, self._lr,
                              first_order=first_order, track=track, step_params=self._with_step_bn)
@@ -310,7 +290,7 @@ class MAML(nn.Module):
         if queries is not None:
             for k in range(1, steps + 1) if want_all else [steps]:
                 full = self._with_step_bn(history[k], k - 1)
-                outs.append(functional_forward(self.model, full, buffers, queries, self.compiled))
+                outs.append(functional_forward(self.model, full, buffers, queries))
         return history, outs
 
     def _run_task_head(
@@ -325,7 +305,7 @@ class MAML(nn.Module):
         if not track:
             trunk = {k: v.detach() for k, v in trunk.items()}
         self._check_model_input(sx)
-        fs = functional_forward(model.features, trunk, tbuf, sx, self.compiled)
+        fs = functional_forward(model.features, trunk, tbuf, sx)
         fs_inner = fs.detach() if (first_order or not track) else fs
         adapt = [n[len("head."):] for n in self.adapt_names]
 
@@ -341,7 +321,7 @@ class MAML(nn.Module):
         outs: list[Tensor] = []
         if queries is not None:
             self._check_model_input(queries)
-            fq = functional_forward(model.features, trunk, tbuf, queries, self.compiled)
+            fq = functional_forward(model.features, trunk, tbuf, queries)
             for k in range(1, steps + 1) if want_all else [steps]:
                 outs.append(functional_forward(model.head, hist[k], hbuf, fq))
         return history, outs

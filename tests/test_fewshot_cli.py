@@ -241,8 +241,3 @@ def test_augmentation_and_schedule_bad_values(flag, value, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and value in err
-
-
-def test_compile_is_refused_where_it_cannot_apply(capsys):
-    code, cap = run(["train", "--algo", "maml", "--compile", "--budget-iterations", "1", *TINY], capsys)
-    assert code == 2 and "compiled needs algo fomaml or anil" in cap.err and "'maml'" in cap.err

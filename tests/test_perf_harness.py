@@ -154,31 +154,3 @@ def test_forward_plan_module_mode_equals_calling_the_module(momentum):
     assert int(mine.features.block1.norm.num_batches_tracked) == 2
     with pytest.raises(ConfigError, match="running_stats must be one of"):
         plan(dict(mine.named_parameters()), x, running_stats="train")
-
-
-@pytest.mark.parametrize("cls", [FOMAML, ANIL])
-def test_compiled_first_order_and_anil_match_eager(cls):
-    """compiled=True (torch.compile over the forward plan) gives the eager meta-gradient."""
-    torch.manual_seed(0)
-    model = create_backbone("mlp", in_features=6, hidden=(8,), num_classes=3)
-    x = torch.randn(2, 9, 6)
-    y = torch.arange(3).repeat(3).expand(2, 9)
-    tasks = (x[:, :3], y[:, :3], x[:, 3:], y[:, 3:])
-    grads = []
-    for compiled in (False, True):
-        algo = cls(copy.deepcopy(model), inner_lr=0.3, compiled=compiled)
-        algo.outer_backward(*tasks)
-        grads.append([p.grad for p in algo.parameters()])
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-5), (a, b)
-    assert any(float(g.abs().sum()) > 0 for g in grads[1])
-
-
-def test_compiled_refuses_second_order_through_the_network():
-    model = create_backbone("mlp", in_features=6, hidden=(8,), num_classes=3)
-    with pytest.raises(ConfigError, match="compiled=True needs first_order=True"):
-        MAML(model, compiled=True)
-    with pytest.raises(ConfigError, match="compiled=True needs first_order=True"):
-        FOMAML(model, compiled=True, first_order_until=10)
-    with pytest.raises(ConfigError, match="cannot be combined"):
-        FOMAML(model, compiled=True, batched=True)
