@@ -154,3 +154,29 @@ def test_forward_plan_module_mode_equals_calling_the_module(momentum):
     assert int(mine.features.block1.norm.num_batches_tracked) == 2
     with pytest.raises(ConfigError, match="running_stats must be one of"):
         plan(dict(mine.named_parameters()), x, running_stats="train")
+
+
+def test_protonet_through_the_plan_equals_calling_the_module(monkeypatch):
+    """ProtoNet embeds through the forward plan: same loss, gradients and running statistics as
+    calling the module (train mode), and the same evaluation (eval mode: running statistics)."""
+    import meta.protonet as protonet_module
+
+    torch.manual_seed(0)
+    base = create_backbone("conv4", in_channels=1, image_size=16, hidden=4).double()
+    tasks = [t.double() if t.is_floating_point() else t for t in make_tasks((1, 16, 16), tasks=2)]
+    results = []
+    for use_plan in (True, False):
+        if not use_plan:
+            monkeypatch.setattr(protonet_module, "forward_plan", lambda model: None)
+        algo = ProtoNet(copy.deepcopy(base)).train()
+        metrics = algo.outer_backward(*tasks)
+        grads = [p.grad.clone() for p in algo.parameters()]
+        buffers = [b.clone() for b in algo.buffers()]
+        algo.eval()
+        evaluation = algo.evaluate_task(tasks[0][0], tasks[1][0], tasks[2][0], tasks[3][0])
+        results.append((metrics, grads, buffers, evaluation))
+    (m1, g1, b1, e1), (m2, g2, b2, e2) = results
+    assert m1 == pytest.approx(m2, abs=1e-10) and e1 == pytest.approx(e2, abs=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g1, g2))
+    assert all(torch.allclose(a.double(), b.double(), atol=1e-12) for a, b in zip(b1, b2))
+    assert not torch.equal(b1[0], base.features.block1.norm.running_mean)  # statistics did move
