@@ -24,6 +24,7 @@ from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 from mtl.backbones import create_backbone
 from mtl.data.base import LabelledImages
+from mtl.data.episodes import Episode
 from mtl.errors import ConfigError, DatasetError
 from mtl.utils import (
     Budget,
@@ -218,7 +219,7 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
     return data, splits, note
 
 
-def shifted_episode(episode: Any, pixels: int, key: tuple[int, int]) -> Any:
+def shifted_episode(episode: Episode, pixels: int, key: tuple[int, int]) -> Episode:
     """``episode`` with every support and query image moved by up to ``pixels`` (:func:`random_shift`).
 
     The offsets depend only on ``key`` (seed, iteration), so a resumed run sees the same images.
