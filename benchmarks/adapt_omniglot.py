@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_stats import mean_std_present as mean_std
 
 from mtl.adaptation import (
     METHODS,
@@ -43,16 +44,6 @@ from mtl.data import load_omniglot
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parent.parent / "shared" / "data" / "omniglot-original"
 SUBSETS = ("background_small1", "background_small2")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value), NaNs dropped."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
 
 
 def _pm(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import shlex
 import sys
 import time
@@ -51,7 +50,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from bench_stats import mean_std
 
+from mtl.cli import int_list_arg
 from mtl.data import drawer_split, load_omniglot
 from mtl.distill import (
     CachedLogits,
@@ -76,10 +77,6 @@ FINGERPRINT_KEYS = ("test_drawers", "val_drawers", "teacher", "teacher_kwargs", 
 # Options an earlier run must share for --reuse-results.
 REUSE_KEYS = ("test_drawers", "teacher", "teacher_kwargs", "teacher_epochs", "student", "student_kwargs", "epochs",
               "generations", "ban_temperature", "ban_alpha", "batch_size", "lr", "shift")
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
 
 
 def _floats(text: str) -> list[float]:
@@ -307,13 +304,6 @@ def run_seed(seed: int, train, test, args, store: Store, selected: tuple[float, 
     return out
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
-
-
 def _pm(values: list[float], signed: bool = False) -> str:
     m, s = mean_std([100 * v for v in values])
     return f"{'+' if signed and m >= 0 else ''}{m:.1f} +- {s:.1f}"
@@ -434,11 +424,12 @@ def plot(runs: list[dict], args, selected: tuple[float, float], path: Path) -> N
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="folder with images_background_small{1,2}.zip")
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
-    p.add_argument("--test-drawers", type=_ints, default=[16, 17, 18, 19, 20])
-    p.add_argument("--val-drawers", type=_ints, default=[14, 15],
+    p.add_argument("--seeds", type=int_list_arg, default=[0, 1, 2])
+    p.add_argument("--test-drawers", type=int_list_arg, default=[16, 17, 18, 19, 20])
+    p.add_argument("--val-drawers", type=int_list_arg, default=[14, 15],
                    help="training drawers held out to select (T, alpha)")
-    p.add_argument("--val-seeds", type=_ints, default=None, help="seeds of the validation sweep (default --seeds)")
+    p.add_argument("--val-seeds", type=int_list_arg, default=None,
+                   help="seeds of the validation sweep (default --seeds)")
     p.add_argument("--teacher", default="resnet12")
     p.add_argument("--teacher-kwargs", default='{"widths": [16, 32, 64, 128]}')
     p.add_argument("--teacher-epochs", type=int, default=10)

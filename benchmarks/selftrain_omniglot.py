@@ -27,18 +27,16 @@ import time
 from pathlib import Path
 
 import torch
+from bench_stats import mean_std_present as mean_std
 
 from meta.selftrain import OnlineConfig, SelfTrainConfig, pseudo_label_online, self_train, split_labelled_unlabelled
+from mtl.cli import int_list_arg
 from mtl.data import drawer_split, load_omniglot
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parent.parent / "shared" / "data" / "omniglot-original"
 SUBSETS = ("background_small1", "background_small2")
 DATA: dict = {}  # filled before the worker processes fork
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
 
 
 def run_one(job: tuple[int, int, dict]) -> dict:
@@ -66,16 +64,6 @@ def run_one(job: tuple[int, int, dict]) -> dict:
                                                      for r in out["rounds"])
           + f" ({out['cpu_seconds']:.0f} CPU s; {out['stop_reason']})", flush=True)
     return out
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
 
 
 def summarise(runs: list[dict]) -> dict[int, list[dict]]:
@@ -164,9 +152,9 @@ def plot(table: dict[int, list[dict]], path: Path, xlabel: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="folder with images_background_small{1,2}.zip")
-    p.add_argument("--shots", type=_ints, default=[1, 2, 5], help="labelled drawings per character")
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
-    p.add_argument("--test-drawers", type=_ints, default=[16, 17, 18, 19, 20])
+    p.add_argument("--shots", type=int_list_arg, default=[1, 2, 5], help="labelled drawings per character")
+    p.add_argument("--seeds", type=int_list_arg, default=[0, 1, 2])
+    p.add_argument("--test-drawers", type=int_list_arg, default=[16, 17, 18, 19, 20])
     p.add_argument("--method", default="rounds", choices=("rounds", "online"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=500, help="steps per round (rounds)")

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl.backbones import create_backbone
+from mtl.cli import int_list_arg
 from mtl.data.base import LabelledImages
 from mtl.training import evaluate_classifier, train_classifier
 from mtl.transfer import FineTuneRecipe, fine_tune, measure_distance
@@ -61,10 +62,6 @@ CAL_TARGET = ("Korean", "Tagalog")
 EVAL_TARGET = ("Greek", "Latin")  # excluded from every calibration set
 SOURCES = ("near", "inverted", "glyphs", "bold", "blurred")
 STRATEGIES = {"linear_probe": "linear_probe", "partial": "partial:block3", "full": "full"}
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
 
 
 def transform(images: torch.Tensor, kind: str) -> torch.Tensor:
@@ -198,8 +195,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT))
     p.add_argument("--sources", default=",".join(SOURCES))
-    p.add_argument("--shots", type=_ints, default=[1, 10])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    p.add_argument("--shots", type=int_list_arg, default=[1, 10])
+    p.add_argument("--seeds", type=int_list_arg, default=[0, 1, 2])
     p.add_argument("--hidden", type=int, default=32, help="conv4 width")
     p.add_argument("--source-epochs", type=int, default=6)
     p.add_argument("--epochs", type=int, default=25)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import shlex
 import sys
 import time
@@ -36,8 +35,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from bench_stats import mean_std
 
 from mtl.backbones import create_backbone
+from mtl.cli import int_list_arg
 from mtl.training import evaluate_classifier, train_classifier
 from mtl.transfer import FeatureCache, FineTuneRecipe, advise, fine_tune, measure_distance, trunk_layers
 from mtl.transfer.problems import make_transfer_problem
@@ -46,17 +47,6 @@ from mtl.transfer.regimes import DISTANCE_MEASURES, RULES, distance_extractor
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parent.parent / "shared" / "data" / "omniglot-original"
 STRATEGIES = ("linear_probe", "partial:block3", "full")
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation."""
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
 
 
 def pretrain(problem, args) -> torch.nn.Module:
@@ -141,8 +131,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT))
     p.add_argument("--sources", default="near,inverted,glyphs")
-    p.add_argument("--shots", type=_ints, default=[1, 10])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    p.add_argument("--shots", type=int_list_arg, default=[1, 10])
+    p.add_argument("--seeds", type=int_list_arg, default=[0, 1, 2])
     p.add_argument("--hidden", type=int, default=32, help="conv4 width")
     p.add_argument("--source-epochs", type=int, default=6)
     p.add_argument("--epochs", type=int, default=25)

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
+from bench_stats import mean_std
 
 from mtl.backbones import create_backbone
+from mtl.cli import int_list_arg
 from mtl.data import load_omniglot_sprites
 from mtl.training import evaluate_classifier
 from mtl.transfer import FineTuneRecipe, PretrainConfig, fine_tune, greedy_pretrain
@@ -34,17 +35,6 @@ from mtl.transfer.problems import make_transfer_problem
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
-
-
-def _ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation."""
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
 
 
 def build(kind: str, seed: int, args) -> torch.nn.Module:
@@ -57,8 +47,8 @@ def build(kind: str, seed: int, args) -> torch.nn.Module:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DATA), help="the shared data folder")
-    p.add_argument("--shots", type=_ints, default=[1, 10])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    p.add_argument("--shots", type=int_list_arg, default=[1, 10])
+    p.add_argument("--seeds", type=int_list_arg, default=[0, 1, 2])
     p.add_argument("--unlabelled", type=int, default=6000, help="sheet images used for pre-training")
     p.add_argument("--pretrain-epochs", type=int, default=5)
     p.add_argument("--hidden", type=int, default=32)
