@@ -23,8 +23,9 @@ from meta.protonet import ProtoNet
 from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 from mtl.backbones import create_backbone
+from mtl.data.augment import random_shift
 from mtl.data.base import LabelledImages
-from mtl.data.episodes import Episode
+from mtl.data.episodes import Episode, _derived_seed
 from mtl.errors import ConfigError, DatasetError
 from mtl.utils import (
     Budget,
@@ -224,9 +225,6 @@ def shifted_episode(episode: Episode, pixels: int, key: tuple[int, int]) -> Epis
 
     The offsets depend only on ``key`` (seed, iteration), so a resumed run sees the same images.
     """
-    from mtl.data.augment import random_shift
-    from mtl.data.episodes import _derived_seed
-
     gen = torch.Generator().manual_seed(_derived_seed(*key, _SHIFT_STREAM) % 2**63)
 
     def move(x: torch.Tensor) -> torch.Tensor:
