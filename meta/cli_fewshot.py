@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
-from mtl.cli import add_training_args, integer_arg, json_object_arg, positive_float_arg, positive_int_arg
+from mtl.cli import (
+    add_training_args,
+    integer_arg,
+    json_object_arg,
+    number_arg,
+    positive_float_arg,
+    positive_int_arg,
+)
 from mtl.errors import ConfigError
 from mtl.utils import Budget, atomic_write_json, atomic_write_text, check_new_output
 from mtl.utils import distributed as dist_utils
@@ -39,6 +46,12 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-rotations", action="store_true", help="omniglot: no rotated extra classes")
     g.add_argument("--augment-shift", type=integer_arg, default=0, metavar="PIXELS",
                    help="move every training image by up to PIXELS in x and y (default 0: off)")
+    g.add_argument("--augment-rotate", type=number_arg, default=0.0, metavar="DEG",
+                   help="rotate every training image by up to DEG degrees (default 0: off)")
+    g.add_argument("--augment-scale", type=number_arg, default=0.0, metavar="F",
+                   help="stretch every training image along x and y by factors in [1-F, 1+F] (default 0: off)")
+    g.add_argument("--augment-shear", type=number_arg, default=0.0, metavar="DEG",
+                   help="shear every training image by up to DEG degrees (default 0: off)")
     g.add_argument("--test-tasks", type=positive_int_arg, default=600, help="test tasks (papers: 600)")
     g.add_argument("--validation-tasks", type=positive_int_arg, default=100)
     g.add_argument("--validate-every", type=positive_int_arg, default=100)
@@ -80,7 +93,8 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,
         validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
         checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
-        augment_shift=args.augment_shift, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
+        augment_shift=args.augment_shift, augment_rotate=args.augment_rotate, augment_scale=args.augment_scale,
+        augment_shear=args.augment_shear, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
     )
 
 

@@ -23,7 +23,7 @@ from meta.protonet import ProtoNet
 from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 from mtl.backbones import create_backbone
-from mtl.data.augment import random_shift
+from mtl.data.augment import random_affine, random_shift
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, _derived_seed
 from mtl.errors import ConfigError, DatasetError
@@ -49,6 +49,7 @@ ALGORITHMS: dict[str, type[nn.Module]] = {
 DATASETS = ("glyphs", "omniglot", "sinusoid")
 TEST_SEED = 20_170_000  # test tasks are the same for every training seed
 _SHIFT_STREAM = 7_013  # keeps the augmentation offsets apart from the episode sampler's stream
+_AFFINE_STREAM = 7_019  # and the affine distortions apart from both
 
 
 @dataclass
@@ -79,6 +80,9 @@ class FewShotConfig:
     snapshot_seconds: tuple[float, ...] = ()
     seed: int = 0
     augment_shift: int = 0  # training images moved by up to this many pixels (0: no augmentation)
+    augment_rotate: float = 0.0  # training images rotated by up to this many degrees
+    augment_scale: float = 0.0  # ... stretched along x and y by factors in [1 - s, 1 + s]
+    augment_shear: float = 0.0  # ... sheared by up to this many degrees
     schedule: str = "constant"  # meta learning-rate schedule: constant | cosine | step
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
 
@@ -99,8 +103,12 @@ class FewShotConfig:
         if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not (
                 0 <= self.augment_shift <= 8):
             raise ConfigError(f"augment_shift must be an integer number of pixels in 0..8, got {self.augment_shift!r}")
-        if self.augment_shift and self.dataset == "sinusoid":
-            raise ConfigError("augment_shift moves images; dataset 'sinusoid' has none")
+        for name, high in (("augment_rotate", 180.0), ("augment_scale", 0.9), ("augment_shear", 60.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= high):
+                raise ConfigError(f"{name} must be a number in [0, {high:g}], got {value!r}")
+        if self.augments_images and self.dataset == "sinusoid":
+            raise ConfigError("augment_* options change images; dataset 'sinusoid' has none")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
         if isinstance(self.schedule_iterations, bool) or not isinstance(self.schedule_iterations, int) or (
@@ -114,6 +122,11 @@ class FewShotConfig:
     @property
     def is_regression(self) -> bool:
         return self.dataset == "sinusoid"
+
+    @property
+    def augments_images(self) -> bool:
+        """Whether training images are shifted or distorted."""
+        return bool(self.augment_shift or self.augment_rotate or self.augment_scale or self.augment_shear)
 
     def resolved(self) -> FewShotConfig:
         """A copy with per-algorithm defaults filled in (what is recorded in checkpoints)."""
@@ -225,10 +238,30 @@ def shifted_episode(episode: Episode, pixels: int, key: tuple[int, int]) -> Epis
 
     The offsets depend only on ``key`` (seed, iteration), so a resumed run sees the same images.
     """
-    gen = torch.Generator().manual_seed(_derived_seed(*key, _SHIFT_STREAM) % 2**63)
+    return augmented_episode(episode, key, shift=pixels)
+
+
+def augmented_episode(
+    episode: Episode,
+    key: tuple[int, int],
+    shift: int = 0,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    shear: float = 0.0,
+) -> Episode:
+    """``episode`` with every support and query image distorted (:func:`random_affine` with
+    ``rotate``, ``scale``, ``shear``), then moved by up to ``shift`` pixels (:func:`random_shift`).
+
+    The random draws depend only on ``key`` (seed, iteration), so a resumed run sees the same images;
+    affine draws and shifts use separate streams, so adding one leaves the other unchanged.
+    """
+    shift_gen = torch.Generator().manual_seed(_derived_seed(*key, _SHIFT_STREAM) % 2**63)
+    affine_gen = torch.Generator().manual_seed(_derived_seed(*key, _AFFINE_STREAM) % 2**63)
 
     def move(x: torch.Tensor) -> torch.Tensor:
-        return random_shift(x.reshape(-1, *x.shape[-3:]), pixels, gen).view(x.shape)
+        flat = x.reshape(-1, *x.shape[-3:])
+        flat = random_affine(flat, affine_gen, degrees=rotate, scale=scale, shear=shear)
+        return random_shift(flat, shift, shift_gen).view(x.shape)
 
     return dataclasses.replace(episode, support_x=move(episode.support_x), query_x=move(episode.query_x))
 
@@ -268,8 +301,10 @@ class TaskSources:
         tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
         va = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
         b = cfg.meta_batch
-        if cfg.augment_shift:
-            self.train = lambda i: shifted_episode(tr.batch(i, b), cfg.augment_shift, (cfg.seed, i)).to(device)
+        if cfg.augments_images:
+            self.train = lambda i: augmented_episode(
+                tr.batch(i, b), (cfg.seed, i), shift=cfg.augment_shift, rotate=cfg.augment_rotate,
+                scale=cfg.augment_scale, shear=cfg.augment_shear).to(device)
         else:
             self.train = lambda i: tr.batch(i, b).to(device)
         self.val = lambda i: va.batch(i, self.eval_batch).to(device)

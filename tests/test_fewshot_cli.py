@@ -197,16 +197,17 @@ def test_download_without_network_fails_fast_naming_root(tmp_path, monkeypatch, 
 
 
 def test_augmented_training_is_reproducible_and_resumable(tmp_path):
-    """--augment-shift moves the training images (a different model than without it), the offsets
-    depend only on (seed, iteration), and a resumed run ends where an uninterrupted one does."""
+    """--augment-shift/--augment-rotate change the training images (a different model than without
+    them), the draws depend only on (seed, iteration), and a resumed run ends where an
+    uninterrupted one does."""
     common = dict(algo="protonet", glyph_classes=(12, 6, 6), backbone_kwargs={"hidden": 8}, queries=3,
                   validation_tasks=4, test_tasks=6, validate_every=2, checkpoint_every=2,
                   schedule="cosine", schedule_iterations=4)
     quiet = dict(progress=False, log=lambda s: None)
-    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=4), out_dir=tmp_path / "a", **quiet)
-    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=2), out_dir=tmp_path / "b", **quiet)
-    run_fewshot(FewShotConfig(**common, augment_shift=2), Budget(iterations=4), out_dir=tmp_path / "b",
-                resume=True, **quiet)
+    augmented = FewShotConfig(**common, augment_shift=2, augment_rotate=10.0)
+    run_fewshot(augmented, Budget(iterations=4), out_dir=tmp_path / "a", **quiet)
+    run_fewshot(augmented, Budget(iterations=2), out_dir=tmp_path / "b", **quiet)
+    run_fewshot(augmented, Budget(iterations=4), out_dir=tmp_path / "b", resume=True, **quiet)
     run_fewshot(FewShotConfig(**common), Budget(iterations=4), out_dir=tmp_path / "c", **quiet)
     a, b, c = (_final_params(tmp_path / n) for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -231,6 +232,8 @@ def test_shifted_episode_moves_images_and_keeps_labels():
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--augment-shift", "9", "augment_shift"), ("--augment-shift", "-1", "augment_shift"),
+    ("--augment-rotate", "-5", "augment_rotate"), ("--augment-scale", "0.95", "augment_scale"),
+    ("--augment-shear", "nan", "nan"),
     ("--schedule", "linear", "invalid choice"), ("--schedule-iterations", "0", "0"),
 ])
 def test_augmentation_and_schedule_bad_values(flag, value, message, capsys):

@@ -6,9 +6,10 @@
 - :class:`SinusoidTasks` — Finn et al. 2017 sinusoid regression;
 - :class:`EpisodeSampler` — N-way K-shot Q-query episodes over any labelled set;
 - :func:`random_shift` — random translations, reproducible by generator.
+- :func:`random_affine` — random rotations, stretches and shears, reproducible by generator.
 """
 
-from mtl.data.augment import random_shift
+from mtl.data.augment import random_affine, random_shift
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, EpisodeSampler, split_classes
 from mtl.data.glyphs import make_glyphs
@@ -44,6 +45,7 @@ __all__ = [
     "load_omniglot_sprites",
     "load_sprite_sheet",
     "make_glyphs",
+    "random_affine",
     "random_shift",
     "split_classes",
     "vinyals_split",

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mtl.errors import ConfigError
 
-__all__ = ["random_shift"]
+__all__ = ["random_affine", "random_shift"]
 
 
 def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
@@ -32,3 +32,46 @@ def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> to
     cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, :]  # [B, 1, W]
     out = padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 0.0,
+    scale: float = 0.0,
+    shear: float = 0.0,
+) -> torch.Tensor:
+    """Distort each image of ``x`` ``[B, C, H, W]`` by its own random affine map about the centre.
+
+    Per image: a rotation by an angle in ``[-degrees, degrees]``, independent horizontal and
+    vertical scalings by factors in ``[1 - scale, 1 + scale]`` and a horizontal shear by an angle in
+    ``[-shear, shear]`` (degrees), resampled bilinearly; pixels from outside the image are 0.
+    Small affine distortions imitate how different people draw the same character (Simard,
+    Steinkraus & Platt 2003 used them, with elastic ones, on handwritten digits).
+    Parameters are drawn on ``generator`` (CPU) in this order: angles, x scales, y scales, shears.
+    """
+    for name, value, high in (("degrees", degrees, 180.0), ("scale", scale, 0.9), ("shear", shear, 60.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= high):
+            raise ConfigError(f"{name} must be a number in [0, {high:g}], got {value!r}")
+    if x.dim() != 4:
+        raise ConfigError(f"x must be a batch of images [B, C, H, W], got shape {tuple(x.shape)}")
+    if degrees == 0 and scale == 0 and shear == 0:
+        return x
+    b = x.shape[0]
+
+    def uniform(half_width: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * half_width
+
+    angle = torch.deg2rad(uniform(degrees))
+    sx, sy = 1 + uniform(scale), 1 + uniform(scale)
+    tan_shear = torch.tan(torch.deg2rad(uniform(shear)))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # forward map (image -> distorted image) = rotation @ shear @ scaling
+    forward = torch.stack([
+        torch.stack([cos * sx, (cos * tan_shear - sin) * sy], -1),
+        torch.stack([sin * sx, (sin * tan_shear + cos) * sy], -1),
+    ], -2)
+    # affine_grid wants, for each output pixel, where to read in the input: the inverse map
+    theta = torch.cat([torch.linalg.inv(forward), torch.zeros(b, 2, 1, dtype=torch.float64)], -1)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
