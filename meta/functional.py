@@ -286,24 +286,65 @@ def _reorder(ops: list[_Op]) -> list[_Op]:
 _IM2COL_MAX = 27  # in_channels * kernel area up to which a CPU convolution runs as one matrix product
 
 
+def _unfold_rows(x: Tensor, m: nn.Conv2d) -> Tensor:
+    """The ``[N*Ho*Wo, Cin*k*k]`` patch matrix of ``x`` for convolution ``m``, rows in channels-last order."""
+    cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [N, Cin*k*k, L]
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+class _PatchMatmul(torch.autograd.Function):
+    """``unfold(x) @ w2 (+ b)`` that keeps ``x``, not its ``k*k`` times larger patch matrix, for backward.
+
+    The patch matrix is recomputed in backward (a cheap copy). ``backward`` is written with
+    differentiable operations, so second-order MAML can differentiate through it, also under
+    ``torch.func.grad``.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, w2: Tensor, b: Tensor | None, m: nn.Conv2d) -> Tensor:  # type: ignore[override]
+        cols = _unfold_rows(x, m)
+        return cols @ w2 if b is None else torch.addmm(b, cols, w2)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, w2, b, m = inputs
+        ctx.save_for_backward(x, w2)
+        ctx.conv = m
+        ctx.image_shape = x.shape
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, w2 = ctx.saved_tensors
+        m = ctx.conv
+        grad_x = grad_w2 = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_w2 = _unfold_rows(x, m).t() @ grad
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        if ctx.needs_input_grad[0]:
+            n, _, h, w = ctx.image_shape
+            rows = grad @ w2.t()  # [N*L, Cin*k*k]
+            rows = rows.view(n, -1, rows.shape[1]).transpose(1, 2)
+            grad_x = F.fold(rows, (h, w), m.kernel_size, m.dilation, m.padding, m.stride)
+        return grad_x, grad_w2, grad_b, None
+
+
 def _conv_im2col(x: Tensor, w: Tensor, b: Tensor | None, m: nn.Conv2d) -> Tensor:
     """``conv2d`` as unfold + one matrix product, returned in channels-last order (no copy).
 
     For the first layer of an image network (few input channels) PyTorch's CPU convolution is
     slow, its weight gradient most of all (a reduction of length ``N*H*W`` done in small
     pieces); here it is a single ``[N*H*W, Cin*k*k] x [Cin*k*k, Cout]`` product and its
-    gradient one product with a long inner dimension.
+    gradient one product with a long inner dimension (:class:`_PatchMatmul`).
     """
     n, _, h, wd = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m.padding, m.dilation
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [N, Cin*k*k, L]
-    cols = cols.transpose(1, 2).reshape(n * ho * wo, -1)
-    # contiguous [Cin*k*k, Cout]: autograd then forms the weight gradient as cols^T @ grad, the fast
-    # orientation of this long-inner-dimension product (grad^T @ cols is several times slower)
+    # contiguous [Cin*k*k, Cout]: the weight gradient is then cols^T @ grad, the fast orientation
+    # of this long-inner-dimension product (grad^T @ cols is several times slower)
     w2 = w.reshape(w.shape[0], -1).t().contiguous()
-    out = cols @ w2 if b is None else torch.addmm(b, cols, w2)
+    out = _PatchMatmul.apply(x, w2, b, m)
     return out.view(n, ho, wo, w.shape[0]).permute(0, 3, 1, 2)
 
 
