@@ -17,13 +17,17 @@ fi
 MTL=.venv/bin/mtlmeta
 COMMON=(--dataset omniglot --root "$ROOT" --budget-seconds "$BUDGET" --budget-clock "$CLOCK" --snapshot-seconds 600 --threads 1 --no-progress)
 mkdir -p "$OUT"
+# Training images are distorted (rotation up to 15 degrees, x/y stretch up to 20%, shear up to 15
+# degrees) and shifted by up to 2 pixels.
+AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
 # ProtoNets as Snell et al. trained them on Omniglot (60-way episodes, 5 queries, Adam 1e-3 halved
-# every 2,000 episodes) plus random shifts of up to 2 pixels; tested with 15 queries below.
+# every 2,000 episodes); tested with 15 queries below.
 $MTL fewshot train --algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 \
-  --augment-shift 2 --schedule step --schedule-iterations 6000 --validate-every 200 --validation-tasks 200 --checkpoint-every 200 "${COMMON[@]}" \
+  "${AUGMENT[@]}" --schedule step --schedule-iterations 6000 --validate-every 200 --validation-tasks 200 --checkpoint-every 200 "${COMMON[@]}" \
   --out "$OUT/protonet_1shot" --json "$OUT/protonet_1shot.json" > "$OUT/protonet_1shot.log" 2>&1 &
-$MTL fewshot train --algo maml --ways 5 --shots 1 --queries 15 --meta-batch 8 \
-  --augment-shift 2 --schedule cosine --schedule-iterations 4000 --validate-every 100 --validation-tasks 100 "${COMMON[@]}" \
+# MAML: 5 queries per class while training (tested with 15), 16 tasks per meta-batch.
+$MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 16 \
+  "${AUGMENT[@]}" --schedule cosine --schedule-iterations 3500 --validate-every 100 --validation-tasks 100 "${COMMON[@]}" \
   --out "$OUT/maml_5w1s" --json "$OUT/maml_5w1s.json" > "$OUT/maml_5w1s.log" 2>&1 &
 wait
 # The same trained models tested at other settings (ProtoNets: any ways/shots; MAML: its trained 5 ways).
@@ -34,7 +38,7 @@ for ckpt in best_600s best; do
       --no-progress --json "$OUT/eval_protonet_${ckpt}_${1}w${2}s.json" --overwrite
   done
   for s in 1 5; do
-    $MTL fewshot evaluate --checkpoint "$OUT/maml_5w1s/$ckpt.pt" --shots "$s" --threads 2 \
+    $MTL fewshot evaluate --checkpoint "$OUT/maml_5w1s/$ckpt.pt" --shots "$s" --queries 15 --threads 2 \
       --no-progress --json "$OUT/eval_maml_${ckpt}_5w${s}s.json" --overwrite
   done
 done
