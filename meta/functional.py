@@ -397,7 +397,8 @@ class ForwardPlan:
         self.ops = _reorder(ops)
         self.channels_last = bool(channels_last)
 
-    def __call__(self, params: Mapping[str, Tensor], x: Tensor, running_stats: str = "ignore") -> Tensor:
+    def __call__(self, params: Mapping[str, Tensor], x: Tensor, running_stats: str = "ignore",
+                 channels_last: bool | None = None) -> Tensor:
         """The model's output on ``x`` with parameters ``params`` (names as ``named_parameters``).
 
         ``running_stats`` says what BatchNorm layers that track running statistics do:
@@ -406,13 +407,18 @@ class ForwardPlan:
         ``"use"``: normalise with the running statistics, as ``module.eval()`` would;
         ``"module"``: each layer as its own ``training`` flag says (``"update"`` or ``"use"``),
         i.e. exactly what calling the module does.
+
+        ``channels_last`` overrides the plan's memory order for this call (``None``: the plan's).
+        ``False`` suits passes that are differentiated twice, such as second-order MAML's support
+        pass: PyTorch's CPU double-backward kernels are slower on channels-last activations.
         """
         if running_stats not in _RUNNING_STATS:
             raise ConfigError(f"running_stats must be one of {list(_RUNNING_STATS)}, got {running_stats!r}")
         bb = self._backbone
         if bb is not None and tuple(x.shape[1:]) != bb.input_shape:
             bb.check_input(x)
-        cl = self.channels_last and not torch._C._functorch.is_batchedtensor(x)
+        batched = torch._C._functorch.is_batchedtensor(x)
+        cl = (self.channels_last if channels_last is None else channels_last) and not batched
         for kind, pre, m in self.ops:
             if kind == "Conv2d":
                 w, b = params[pre + "weight"], params.get(pre + "bias")
@@ -470,7 +476,8 @@ def forward_plan(model: nn.Module) -> ForwardPlan | None:
 
 
 def functional_forward(
-    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor
+    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
+    channels_last: bool | None = None,
 ) -> Tensor:
     """``model(x)`` evaluated with ``params`` (and ``buffers``) through ``functional_call``.
 
@@ -479,11 +486,12 @@ def functional_forward(
     running-statistics update of a BatchNorm that tracks them lands on a throw-away copy: the
     module's own buffers are never modified.  Models without buffers pay nothing for this.
     Models that :func:`forward_plan` understands (``mlp``, ``conv4``) run through their
-    :class:`ForwardPlan` instead: the same function, faster, buffers untouched.
+    :class:`ForwardPlan` instead: the same function, faster, buffers untouched
+    (``channels_last`` is passed on to the plan).
     """
     plan = forward_plan(model)
     if plan is not None:
-        return plan(params, x)
+        return plan(params, x, channels_last=channels_last)
     bufs = {k: v.clone() for k, v in buffers.items()} if buffers else {}
     with training_mode(model, True):
         return functional_call(model, (dict(params), bufs), (x,), strict=False, tie_weights=False)

@@ -45,6 +45,7 @@ def test_forward_plan_matches_functional_call_to_second_order(channels_last):
     out_ref = functional_call(model, params, (x,))
     out = plan(params, x)
     assert torch.allclose(out, out_ref, atol=1e-12)
+    assert torch.allclose(plan(params, x, channels_last=not channels_last), out_ref, atol=1e-12)
     g_ref = grads_of(lambda: F.cross_entropy(functional_call(model, params, (x,)), y), params)
     g = grads_of(lambda: F.cross_entropy(plan(params, x), y), params)
     for a, b in zip(g, g_ref):
