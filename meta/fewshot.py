@@ -23,7 +23,7 @@ from meta.protonet import ProtoNet
 from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 from mtl.backbones import create_backbone
-from mtl.data.augment import random_affine, random_shift
+from mtl.data.augment import AFFINE_LIMITS, random_affine, random_shift
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, _derived_seed
 from mtl.errors import ConfigError, DatasetError
@@ -103,8 +103,8 @@ class FewShotConfig:
         if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not (
                 0 <= self.augment_shift <= 8):
             raise ConfigError(f"augment_shift must be an integer number of pixels in 0..8, got {self.augment_shift!r}")
-        for name, high in (("augment_rotate", 180.0), ("augment_scale", 0.9), ("augment_shear", 60.0)):
-            value = getattr(self, name)
+        for name, limit in (("augment_rotate", "degrees"), ("augment_scale", "scale"), ("augment_shear", "shear")):
+            value, high = getattr(self, name), AFFINE_LIMITS[limit]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= high):
                 raise ConfigError(f"{name} must be a number in [0, {high:g}], got {value!r}")
         if self.augments_images and self.dataset == "sinusoid":

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from mtl.errors import ConfigError
 
-__all__ = ["random_affine", "random_shift"]
+__all__ = ["AFFINE_LIMITS", "random_affine", "random_shift"]
+
+AFFINE_LIMITS = {"degrees": 180.0, "scale": 0.9, "shear": 60.0}  # largest accepted random_affine ranges
 
 
 def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,7 +52,8 @@ def random_affine(
     Steinkraus & Platt 2003 used them, with elastic ones, on handwritten digits).
     Parameters are drawn on ``generator`` (CPU) in this order: angles, x scales, y scales, shears.
     """
-    for name, value, high in (("degrees", degrees, 180.0), ("scale", scale, 0.9), ("shear", shear, 60.0)):
+    for name, value in (("degrees", degrees), ("scale", scale), ("shear", shear)):
+        high = AFFINE_LIMITS[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= high):
             raise ConfigError(f"{name} must be a number in [0, {high:g}], got {value!r}")
     if x.dim() != 4:
