@@ -310,7 +310,6 @@ class _PatchMatmul(torch.autograd.Function):
         x, w2, b, m = inputs
         ctx.save_for_backward(x, w2)
         ctx.conv = m
-        ctx.image_shape = x.shape
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -322,7 +321,7 @@ class _PatchMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         if ctx.needs_input_grad[0]:
-            n, _, h, w = ctx.image_shape
+            n, _, h, w = x.shape
             rows = grad @ w2.t()  # [N*L, Cin*k*k]
             rows = rows.view(n, -1, rows.shape[1]).transpose(1, 2)
             grad_x = F.fold(rows, (h, w), m.kernel_size, m.dilation, m.padding, m.stride)

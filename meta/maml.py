@@ -281,10 +281,10 @@ class MAML(nn.Module):
                                        queries=queries, want_all=want_all)
         buffers = self._model_buffers()
         # support passes differentiated twice run channels-first (faster double backward on CPU)
-        memory_order = False if track and not first_order else None
+        channels_last = False if track and not first_order else None
 
         def step_loss(full: ParamDict, step: int) -> Tensor:
-            return self.loss_fn(functional_forward(self.model, full, buffers, sx, memory_order), sy)
+            return self.loss_fn(functional_forward(self.model, full, buffers, sx, channels_last=channels_last), sy)
 
         history = inner_loop(step_loss, params, self.adapt_names, steps, self._lr,
                              first_order=first_order, track=track, step_params=self._with_step_bn)
