@@ -326,6 +326,8 @@ class MetaTrainer:
         if not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a Budget, got {type(budget).__name__}")
         self._sync_ranks()
+        if self.log is not None:
+            self.log.truncate_after(self.iteration)  # a fresh run (iteration 0) drops an old run's rows
         budget.restart()
         bar = tqdm(total=budget.iterations, initial=self.iteration, disable=not (cfg.progress and self.is_main),
                    desc="meta-train", unit="it", dynamic_ncols=True, leave=False)

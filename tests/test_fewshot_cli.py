@@ -244,3 +244,15 @@ def test_augmentation_and_schedule_bad_values(flag, value, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and value in err
+
+
+def test_overwritten_run_starts_a_new_metrics_log(tmp_path):
+    """Training again into the same folder (no --resume) must not append to the old run's log."""
+    from mtl.utils.logging import CSVLogger
+
+    cfg = FewShotConfig(algo="protonet", glyph_classes=(12, 6, 6), backbone_kwargs={"hidden": 8}, queries=3,
+                        validation_tasks=4, test_tasks=6, validate_every=2, checkpoint_every=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    run_fewshot(cfg, Budget(iterations=3), out_dir=tmp_path, **quiet)
+    run_fewshot(cfg, Budget(iterations=2), out_dir=tmp_path, overwrite=True, **quiet)
+    assert CSVLogger(tmp_path / "metrics.csv").column("iteration") == [1.0, 2.0]
