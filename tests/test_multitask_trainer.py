@@ -42,6 +42,15 @@ def test_training_learns_both_tasks_and_writes_logs(tmp_path):
     assert weights[0] != weights[-1]  # uncertainty weights change over time, and the log shows it
 
 
+def test_fresh_run_into_an_old_run_folder_starts_a_new_log(tmp_path):
+    _trainer(tmp_path, epochs=3, log_every=3).fit()
+    again = _trainer(tmp_path, epochs=2, log_every=3)
+    again.fit()
+    steps = again.log.column("step")
+    assert steps == sorted(steps) and max(steps) == 12  # only this run's rows, in order
+    assert len(again.log.rows) == 2 + 4
+
+
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     full = _trainer(tmp_path / "full", weighting="dwa", arch="mmoe")
     full.fit()

@@ -434,6 +434,8 @@ class MultiTaskTrainer:
         per_epoch = math.ceil(n / cfg.batch_size)
         self._check_world(n)
         self._sync_ranks()
+        if self.log is not None:
+            self.log.truncate_after(self.step)  # a fresh run (step 0) drops an old run's rows
         budget.restart()
         timed = budget.seconds is not None and dist_utils.is_distributed()
         bar = tqdm(total=cfg.epochs * per_epoch, initial=min(self.step, cfg.epochs * per_epoch),
