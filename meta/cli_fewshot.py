@@ -160,7 +160,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from meta.evaluation import evaluate
+    from meta.evaluation import confused_pairs, evaluate
     from meta.fewshot import TaskSources, load_fewshot_checkpoint
     from mtl.utils import resolve_device
 
@@ -178,6 +178,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
     if "eval_inner_steps" in changes and hasattr(algo, "eval_inner_steps"):
         algo.eval_inner_steps = changes["eval_inner_steps"]
+    if args.confusions and test_cfg.is_regression:
+        raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     tasks = TaskSources(test_cfg, device, test_only=True)
     result = evaluate(algo, tasks.test, num_tasks=args.test_tasks, progress=not args.no_progress,
                       desc="test tasks")
@@ -191,6 +193,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     print(f"{cfg.algo} {test_cfg.ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
           f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks)")
+    if args.confusions:
+        conf = confused_pairs(algo, tasks.test, num_tasks=args.test_tasks, class_names=tasks.class_names,
+                              top=args.confusions, progress=not args.no_progress)
+        res["confusions"] = conf
+        print(f"errors: {conf['errors']} of {conf['queries']} queries; most confused class pairs:")
+        for row in conf["pairs"]:
+            print(f"  {row['a']} <-> {row['b']}: {row['errors']} ({100 * row['share']:.1f}% of errors)")
     if args.json:
         atomic_write_json(args.json, res)
     return 0
@@ -259,6 +268,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--root", default=None, help="dataset folder, if it moved since training")
     e.add_argument("--test-tasks", type=positive_int_arg, default=600)
+    e.add_argument("--confusions", type=positive_int_arg, default=None, metavar="K",
+                   help="also list the K class pairs confused most often over the same tasks")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", default=None, metavar="PATH")
     e.add_argument("--overwrite", action="store_true")

@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from mtl.errors import ConfigError
 
-__all__ = ["mean_confidence_interval", "evaluate"]
+__all__ = ["mean_confidence_interval", "evaluate", "confused_pairs"]
 
 _FIELDS = ("support_x", "support_y", "query_x", "query_y")
 
@@ -142,3 +143,73 @@ def evaluate(
     result["num_tasks"] = done
     result["tasks_per_second"] = done / elapsed if elapsed > 0 else float("inf")
     return result
+
+
+def confused_pairs(
+    algo: Any,
+    task_source: Callable[[int], Any],
+    num_tasks: int = 600,
+    class_names: Sequence[str] | None = None,
+    top: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Which classes a few-shot learner mistakes for which, over the tasks :func:`evaluate` uses.
+
+    Every task is adapted with ``algo.adapt(support_x, support_y)`` and each query predicted as
+    the arg-max of the adapted predictor; a wrong prediction counts one error for the unordered
+    pair {true class, predicted class}, named by the original class ids of the batch's ``classes``
+    (looked up in ``class_names`` when given). Useful to tell errors a better model could avoid
+    from classes that look alike in the data (e.g. the same glyph in two alphabets).
+
+    Returns ``accuracy`` (fraction of queries; equals :func:`evaluate`'s when every task has the
+    same number of queries), ``errors``, ``queries``, ``num_tasks`` and ``pairs``: the ``top``
+    pairs with the most errors, each ``{"a", "b", "errors", "share"}`` (``share`` of all errors).
+    """
+    import torch
+
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ConfigError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ConfigError(f"top must be an integer >= 0, got {top!r}")
+    if not callable(getattr(algo, "adapt", None)):
+        raise ConfigError(f"algo must have an adapt method, got {type(algo).__name__}")
+    was_training = bool(getattr(algo, "training", False))
+    if hasattr(algo, "train"):
+        algo.train(False)
+    pairs: Counter[tuple[int, int]] = Counter()
+    errors = queries = done = index = 0
+    bar = tqdm(total=num_tasks, desc="confusions", disable=not progress, unit="task", leave=False)
+    try:
+        while done < num_tasks:
+            batch = task_source(index)
+            n = _tasks_in(batch, index)
+            if not hasattr(batch, "classes"):
+                raise ConfigError(f"task_source({index}) returned batches without 'classes' (the class ids)")
+            for b in range(min(n, num_tasks - done)):
+                with torch.enable_grad():
+                    predictor = algo.adapt(batch.support_x[b], batch.support_y[b])
+                with torch.no_grad():
+                    pred = predictor(batch.query_x[b]).argmax(-1)
+                truth = batch.query_y[b]
+                ids = batch.classes[b].tolist()
+                wrong = torch.nonzero(pred != truth).flatten().tolist()
+                for j in wrong:
+                    a, c = ids[int(truth[j])], ids[int(pred[j])]
+                    pairs[(min(a, c), max(a, c))] += 1
+                errors += len(wrong)
+                queries += int(truth.numel())
+                done += 1
+                bar.update(1)
+            index += 1
+    finally:
+        bar.close()
+        if hasattr(algo, "train"):
+            algo.train(was_training)
+
+    def name(i: int) -> str:
+        return str(class_names[i]) if class_names is not None and 0 <= i < len(class_names) else str(i)
+
+    rows = [{"a": name(a), "b": name(c), "errors": k, "share": k / errors}
+            for (a, c), k in pairs.most_common(top)]
+    return {"accuracy": 1 - errors / queries, "errors": errors, "queries": queries, "num_tasks": done,
+            "pairs": rows}

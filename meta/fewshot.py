@@ -274,6 +274,7 @@ class TaskSources:
         self.cfg = cfg
         self.device = device
         self.eval_batch = 25
+        self.class_names: list[str] = []
         if cfg.is_regression:
             from mtl.data.sinusoid import SinusoidTasks
 
@@ -294,6 +295,7 @@ class TaskSources:
         data, splits, self.note = fewshot_data(cfg)
         self.image_shape = data.image_shape
         self.splits = splits
+        self.class_names = list(data.class_names)
         te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
         self.test = lambda i: te.batch(i, self.eval_batch).to(device)
         if test_only:

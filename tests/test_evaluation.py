@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from meta.evaluation import evaluate, mean_confidence_interval
+from meta.evaluation import confused_pairs, evaluate, mean_confidence_interval
 from meta.maml import MAML
 from meta.protonet import ProtoNet
 from mtl import create_backbone
@@ -136,3 +136,45 @@ def test_confidence_interval_with_a_diverged_task():
     assert mean == math.inf and math.isnan(half)
     mean, half = mean_confidence_interval([0.5, float("nan")])
     assert math.isnan(mean) and math.isnan(half)
+
+
+class AlwaysFirst:
+    """Predicts label 0 for every query: its confusions are known exactly."""
+
+    def adapt(self, sx, sy):
+        return lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+
+def labelled_batch(index):
+    b = make_batch(index, tasks=2)
+    b.classes = torch.tensor([[7, 8, 9], [9, 5, 7]])  # original class id of labels 0, 1, 2 per task
+    return b
+
+
+def test_confused_pairs_counts_each_error_once_by_class_pair():
+    names = [f"c{i}" for i in range(10)]
+    res = confused_pairs(AlwaysFirst(), labelled_batch, num_tasks=3, class_names=names, top=5, progress=False)
+    # tasks 1 and 3 map 0,1,2 -> 7,8,9; task 2 maps them to 9,5,7; 4 queries per wrong class
+    assert (res["errors"], res["queries"], res["num_tasks"]) == (24, 36, 3)
+    assert res["accuracy"] == pytest.approx(12 / 36)
+    got = {(r["a"], r["b"]): r["errors"] for r in res["pairs"]}
+    assert got == {("c7", "c8"): 8, ("c7", "c9"): 8 + 4, ("c5", "c9"): 4}
+    assert [r["errors"] for r in res["pairs"]] == [12, 8, 4]
+    assert sum(r["share"] for r in res["pairs"]) == pytest.approx(1.0)
+
+
+def test_confused_pairs_agrees_with_evaluate_and_checks_input():
+    torch.manual_seed(0)
+    proto = ProtoNet(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=None))
+    maml = MAML(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5)
+    for algo in (proto, maml):
+        res = confused_pairs(algo, labelled_batch, num_tasks=6, top=2, progress=False)
+        ref = evaluate(algo, labelled_batch, num_tasks=6, progress=False)
+        assert res["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-6)
+        assert len(res["pairs"]) <= 2 and all(r["a"] <= r["b"] for r in res["pairs"])
+    with pytest.raises(ConfigError, match="top must be"):
+        confused_pairs(proto, labelled_batch, num_tasks=2, top=-1)
+    with pytest.raises(ConfigError, match="without 'classes'"):
+        confused_pairs(proto, make_batch, num_tasks=2, progress=False)
+    with pytest.raises(ConfigError, match="adapt method"):
+        confused_pairs(object(), labelled_batch, num_tasks=2)

@@ -176,6 +176,20 @@ def test_evaluate_checkpoint_at_other_ways_and_shots(tmp_path, protonet_checkpoi
     assert (res["ways"], res["shots"], res["test_tasks"]) == (3, 2, 5) and 0 <= res["accuracy"] <= 1
 
 
+def test_evaluate_lists_confused_class_pairs(tmp_path, protonet_checkpoint, capsys):
+    js = tmp_path / "e.json"
+    code, cap = run(["evaluate", "--checkpoint", str(protonet_checkpoint), "--queries", "3", "--test-tasks", "8",
+                     "--confusions", "3", "--no-progress", "--json", str(js)], capsys)
+    assert code == 0, cap.err
+    res = json.loads(js.read_text())
+    conf = res["confusions"]
+    assert conf["accuracy"] == pytest.approx(res["accuracy"]) and conf["queries"] == 8 * 5 * 3
+    assert conf["errors"] == round((1 - res["accuracy"]) * conf["queries"])
+    errs = [r["errors"] for r in conf["pairs"]]
+    assert 1 <= len(errs) <= 3 and errs == sorted(errs, reverse=True)
+    assert "most confused class pairs" in cap.out
+
+
 def test_evaluate_maml_at_other_ways_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1",
