@@ -95,6 +95,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
         augment_shift=args.augment_shift, augment_rotate=args.augment_rotate, augment_scale=args.augment_scale,
         augment_shear=args.augment_shear, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
+        init=getattr(args, "init", None),
     )
 
 
@@ -251,6 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_algo_args(t)
     add_training_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from these weights: 'fewshot pretrain' backbone.pt, a transfer checkpoint, "
+                        "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
     t.set_defaults(func=_cmd_train)
 
     b = fsub.add_parser("benchmark", help="train and test several algorithms side by side: table and plot")

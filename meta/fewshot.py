@@ -85,6 +85,7 @@ class FewShotConfig:
     augment_shear: float = 0.0  # ... sheared by up to this many degrees
     schedule: str = "constant"  # meta learning-rate schedule: constant | cosine | step
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
+    init: str | None = None  # start from these weights (e.g. a pre-trained classifier); heads of another shape skipped
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -338,6 +339,46 @@ def load_fewshot_checkpoint(
     return cfg, algo.to(device), image_shape
 
 
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # MAML's BatchNorm keeps none
+
+
+def _read_init(path: str) -> Any:
+    """The weights of ``--init``: a named/transfer checkpoint, a state dict, or a ``fewshot train`` checkpoint."""
+    from mtl.transfer.checkpoints import NamedCheckpoint, read_named_checkpoint
+    from mtl.utils import load_checkpoint
+
+    if not Path(path).is_file():
+        raise ConfigError(f"init must be a checkpoint file, got {path!r} (not found)")
+    if not path.endswith(".safetensors"):
+        state = load_checkpoint(path)
+        algo = state.get("algo") if isinstance(state, dict) else None
+        if isinstance(algo, dict) and any(k.startswith("model.") for k in algo):  # a fewshot checkpoint
+            model = {k[len("model."):]: v for k, v in algo.items() if k.startswith("model.")}
+            return NamedCheckpoint(model, {}, path)
+    return read_named_checkpoint(path)
+
+
+def _load_init(algo: nn.Module, ckpt: Any) -> str:
+    """Copy the matching tensors of ``ckpt`` into ``algo.model``; a head of another shape keeps its init."""
+    from mtl.transfer.checkpoints import load_partial
+
+    model = getattr(algo, "model", algo)
+    try:
+        report = load_partial(model, ckpt, on_shape_mismatch="skip")
+    except ConfigError as exc:
+        raise ConfigError(f"init {ckpt.path!r} does not fit the {getattr(model, 'backbone_name', 'model')}: "
+                          f"{exc}") from None
+    misfits = [n for n in (*report.missing, *report.unexpected, *(m[0] for m in report.shape_mismatched))
+               if not n.startswith("head.") and not n.endswith(_BN_STATS)]
+    if misfits:
+        from mtl.errors import CheckpointError
+
+        raise CheckpointError(f"init {ckpt.path!r} does not fit the {getattr(model, 'backbone_name', 'model')} "
+                              f"outside its head: {', '.join(misfits[:4])}{' ...' if len(misfits) > 4 else ''} "
+                              "missing, unexpected or of another shape")
+    return report.summary()
+
+
 def run_fewshot(
     cfg: FewShotConfig,
     budget: Budget,
@@ -355,10 +396,13 @@ def run_fewshot(
     out = prepare_out_dir(out_dir, resume=resume, overwrite=overwrite) if out_dir is not None else None
     if resume and (out is None or not (out / "last.pt").is_file()):
         raise ConfigError(f"--resume needs a previous run in --out, but {str(out_dir)!r} has no last.pt")
+    init = _read_init(cfg.init) if cfg.init is not None and not resume else None
     seed_everything(cfg.seed)
     dev = resolve_device(device)
     tasks = TaskSources(cfg, dev)
     algo = build_algorithm(cfg, tasks.image_shape)
+    if init is not None:
+        log(f"--init {cfg.init}: {_load_init(algo, init)}")
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
     for key in ("snapshot_seconds", "download"):  # not part of the run's identity

@@ -190,6 +190,29 @@ def test_evaluate_lists_confused_class_pairs(tmp_path, protonet_checkpoint, caps
     assert "most confused class pairs" in cap.out
 
 
+def test_train_from_init_weights(tmp_path, protonet_checkpoint, capsys):
+    from meta.fewshot import load_fewshot_checkpoint
+
+    # a ProtoNet's trunk as MAML's starting point (MAML's head is not in it: it keeps its own init)
+    out = tmp_path / "maml"
+    code, cap = run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1", "--meta-lr", "1e-9",
+                     "--init", str(protonet_checkpoint), "--out", str(out), *TINY], capsys)
+    assert code == 0, cap.err
+    assert "restored" in cap.out and "1 missing" not in cap.out
+    _, proto, _ = load_fewshot_checkpoint(protonet_checkpoint)
+    _, maml, _ = load_fewshot_checkpoint(out / "last.pt")
+    w0 = proto.model.state_dict()["features.block1.conv.weight"]
+    assert torch.allclose(maml.model.state_dict()["features.block1.conv.weight"], w0, atol=1e-6)
+    # a state dict of another network, or no file at all: exit 2, nothing written
+    other = tmp_path / "other.pt"
+    torch.save({"layer.weight": torch.zeros(3, 3)}, other)
+    for bad, message in ((other, "does not fit"), (tmp_path / "nope.pt", "init must be a checkpoint file")):
+        code, cap = run(["train", "--algo", "protonet", "--budget-iterations", "1", "--init", str(bad),
+                         "--out", str(tmp_path / "bad"), *TINY], capsys)
+        assert code == 2 and message in cap.err, cap.err
+        assert not (tmp_path / "bad" / "last.pt").exists()
+
+
 def test_evaluate_maml_at_other_ways_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1",
