@@ -144,6 +144,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from meta.pretrain import pretrain_classifier
+
+    _single_process("pretrain")
+    if args.dataset == "sinusoid":
+        raise ConfigError("classifier pre-training needs an image dataset; 'sinusoid' is a regression task")
+    res = pretrain_classifier(_config(args, "protonet"), _budget(args, 600.0), out_dir=args.out, json_path=args.json,
+                              batch_size=args.batch_size, lr=args.lr, device=args.device, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+    print(f"pretrain: {res['ways']}-way {res['shots']}-shot nearest-prototype accuracy {100 * res['accuracy']:.2f}% "
+          f"+- {100 * res['ci95']:.2f}% (95% CI over {res['test_tasks']} test tasks) after {res['steps']} steps "
+          f"in {res['train_seconds']:.0f}s; best validation {100 * res['val_accuracy']:.2f}% at step "
+          f"{res['best_step']}" + (f"; trunk in {res['checkpoint']}" if res["checkpoint"] else ""))
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from meta.benchmark import run_benchmark
 
@@ -256,6 +272,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from these weights: 'fewshot pretrain' backbone.pt, a transfer checkpoint, "
                         "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
     t.set_defaults(func=_cmd_train)
+
+    pre = fsub.add_parser("pretrain", help="train the backbone as a classifier of all training classes "
+                                          "(a few-shot embedding, and a start for 'train --init')")
+    _add_task_args(pre)
+    add_training_args(pre)
+    pre.add_argument("--batch-size", type=positive_int_arg, default=128, help="images per step (default 128)")
+    pre.add_argument("--lr", type=positive_float_arg, default=1e-3,
+                     help="Adam learning rate, decayed to 0 by a cosine over the budget (default 1e-3)")
+    pre.set_defaults(func=_cmd_pretrain, meta_batch=None, inner_steps=1, eval_inner_steps=None, inner_lr=None,
+                     meta_lr=1e-3, schedule="constant", schedule_iterations=10_000)
 
     b = fsub.add_parser("benchmark", help="train and test several algorithms side by side: table and plot")
     b.add_argument("--algos", default="protonet,maml,fomaml,anil", help="comma-separated algorithms")

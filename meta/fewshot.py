@@ -297,6 +297,7 @@ class TaskSources:
         self.image_shape = data.image_shape
         self.splits = splits
         self.class_names = list(data.class_names)
+        self.data = data
         te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
         self.test = lambda i: te.batch(i, self.eval_batch).to(device)
         if test_only:
