@@ -11,7 +11,8 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -62,6 +63,36 @@ def _tasks_in(batch: Any, index: int) -> int:
     return int(sx.shape[0])
 
 
+def _each_task(
+    algo: Any, task_source: Callable[[int], Any], num_tasks: int, batch_size: int | None, progress: bool, desc: str,
+) -> Iterator[tuple[Any, int]]:
+    """``(batch, b)`` for the first ``num_tasks`` tasks of ``task_source``, the algorithm in eval mode meanwhile."""
+    was_training = bool(getattr(algo, "training", False))
+    if hasattr(algo, "train"):
+        algo.train(False)
+    done, index = 0, 0
+    bar = tqdm(total=num_tasks, desc=desc, disable=not progress, unit="task", leave=False)
+    try:
+        while done < num_tasks:
+            batch = task_source(index)
+            n = _tasks_in(batch, index)
+            if n == 0:
+                raise ConfigError(f"task_source({index}) returned a batch of 0 tasks")
+            if batch_size is not None and n != batch_size:
+                raise ConfigError(
+                    f"task_source({index}) returned {n} tasks, expected batch_size={batch_size}"
+                )
+            for b in range(min(n, num_tasks - done)):
+                yield batch, b
+                done += 1
+                bar.update(1)
+            index += 1
+    finally:
+        bar.close()
+        if hasattr(algo, "train"):
+            algo.train(was_training)
+
+
 def evaluate(
     algo: Any,
     task_source: Callable[[int], Any],
@@ -103,35 +134,15 @@ def evaluate(
     if not callable(getattr(algo, "evaluate_task", None)):
         raise ConfigError(f"algo must have an evaluate_task method, got {type(algo).__name__}")
 
-    was_training = bool(getattr(algo, "training", False))
-    if hasattr(algo, "train"):
-        algo.train(False)
     per_task: dict[str, list[float]] = {}
-    done, index = 0, 0
+    done = 0
     start = time.perf_counter()
-    bar = tqdm(total=num_tasks, desc=desc, disable=not progress, unit="task", leave=False)
-    try:
-        while done < num_tasks:
-            batch = task_source(index)
-            n = _tasks_in(batch, index)
-            if n == 0:
-                raise ConfigError(f"task_source({index}) returned a batch of 0 tasks")
-            if batch_size is not None and n != batch_size:
-                raise ConfigError(
-                    f"task_source({index}) returned {n} tasks, expected batch_size={batch_size}"
-                )
-            for b in range(min(n, num_tasks - done)):
-                metrics = algo.evaluate_task(batch.support_x[b], batch.support_y[b],
-                                             batch.query_x[b], batch.query_y[b])
-                for key, value in metrics.items():
-                    per_task.setdefault(key, []).append(float(value))
-                done += 1
-                bar.update(1)
-            index += 1
-    finally:
-        bar.close()
-        if hasattr(algo, "train"):
-            algo.train(was_training)
+    with closing(_each_task(algo, task_source, num_tasks, batch_size, progress, desc)) as tasks:
+        for batch, b in tasks:
+            metrics = algo.evaluate_task(batch.support_x[b], batch.support_y[b], batch.query_x[b], batch.query_y[b])
+            for key, value in metrics.items():
+                per_task.setdefault(key, []).append(float(value))
+            done += 1
     elapsed = time.perf_counter() - start
     primary = next(k for k in ("accuracy", "mse", "loss") if k in per_task)
     result: dict[str, float] = {}
@@ -173,38 +184,25 @@ def confused_pairs(
         raise ConfigError(f"top must be an integer >= 0, got {top!r}")
     if not callable(getattr(algo, "adapt", None)):
         raise ConfigError(f"algo must have an adapt method, got {type(algo).__name__}")
-    was_training = bool(getattr(algo, "training", False))
-    if hasattr(algo, "train"):
-        algo.train(False)
     pairs: Counter[tuple[int, int]] = Counter()
-    errors = queries = done = index = 0
-    bar = tqdm(total=num_tasks, desc="confusions", disable=not progress, unit="task", leave=False)
-    try:
-        while done < num_tasks:
-            batch = task_source(index)
-            n = _tasks_in(batch, index)
+    errors = queries = done = 0
+    with closing(_each_task(algo, task_source, num_tasks, None, progress, "confusions")) as tasks:
+        for batch, b in tasks:
             if not hasattr(batch, "classes"):
-                raise ConfigError(f"task_source({index}) returned batches without 'classes' (the class ids)")
-            for b in range(min(n, num_tasks - done)):
-                with torch.enable_grad():
-                    predictor = algo.adapt(batch.support_x[b], batch.support_y[b])
-                with torch.no_grad():
-                    pred = predictor(batch.query_x[b]).argmax(-1)
-                truth = batch.query_y[b]
-                ids = batch.classes[b].tolist()
-                wrong = torch.nonzero(pred != truth).flatten().tolist()
-                for j in wrong:
-                    a, c = ids[int(truth[j])], ids[int(pred[j])]
-                    pairs[(min(a, c), max(a, c))] += 1
-                errors += len(wrong)
-                queries += int(truth.numel())
-                done += 1
-                bar.update(1)
-            index += 1
-    finally:
-        bar.close()
-        if hasattr(algo, "train"):
-            algo.train(was_training)
+                raise ConfigError("task_source returned batches without 'classes' (the class ids)")
+            with torch.enable_grad():
+                predictor = algo.adapt(batch.support_x[b], batch.support_y[b])
+            with torch.no_grad():
+                pred = predictor(batch.query_x[b]).argmax(-1)
+            truth = batch.query_y[b]
+            ids = batch.classes[b].tolist()
+            wrong = torch.nonzero(pred != truth).flatten().tolist()
+            for j in wrong:
+                a, c = ids[int(truth[j])], ids[int(pred[j])]
+                pairs[(min(a, c), max(a, c))] += 1
+            errors += len(wrong)
+            queries += int(truth.numel())
+            done += 1
 
     def name(i: int) -> str:
         return str(class_names[i]) if class_names is not None and 0 <= i < len(class_names) else str(i)
