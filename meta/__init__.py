@@ -8,10 +8,12 @@ task and ``outer_loss`` for the meta-update:
 - :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017);
 - :func:`self_train` and :func:`pseudo_label_online` (self-training with pseudo-labels);
 - :class:`MetaTrainer` for the outer loop and :func:`evaluate` for the papers' protocol
-  (600 held-out tasks, mean accuracy with a 95% confidence interval).
+  (600 held-out tasks, mean accuracy with a 95% confidence interval), :func:`confused_pairs`
+  for the classes a learner mistakes for each other;
+- :mod:`meta.pretrain` for classifier pre-training of a few-shot embedding.
 """
 
-from meta.evaluation import evaluate, mean_confidence_interval
+from meta.evaluation import confused_pairs, evaluate, mean_confidence_interval
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
 from meta.protonet import ProtoNet
 from meta.reptile import Reptile
@@ -30,6 +32,7 @@ __all__ = [
     "Reptile",
     "OnlineConfig",
     "SelfTrainConfig",
+    "confused_pairs",
     "evaluate",
     "mean_confidence_interval",
     "pseudo_label_online",
