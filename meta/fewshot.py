@@ -413,7 +413,7 @@ def run_fewshot(
         MetaTrainerConfig(meta_lr=cfg.meta_lr, schedule=cfg.schedule, schedule_iterations=cfg.schedule_iterations,
                           validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
-                          snapshot_seconds=tuple(cfg.snapshot_seconds),
+                          snapshot_seconds=tuple(cfg.snapshot_seconds), validate_at_start=init is not None,
                           progress=progress, extra={"fewshot": record,
                                                     "image_shape": list(tasks.image_shape or [])}),
         out_dir=out, device=dev, higher_is_better=not cfg.is_regression,

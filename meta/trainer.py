@@ -76,6 +76,7 @@ class MetaTrainerConfig:
     validation_tasks: int = 100
     checkpoint_every: int = 100
     snapshot_seconds: tuple[float, ...] = ()  # also keep best_<s>s.pt: the best model within s seconds
+    validate_at_start: bool = False  # also validate the starting weights (e.g. --init) as iteration 0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints, compared on resume
 
@@ -327,7 +328,7 @@ class MetaTrainer:
             raise ConfigError(f"budget must be a Budget, got {type(budget).__name__}")
         self._sync_ranks()
         if self.log is not None:
-            self.log.truncate_after(self.iteration)  # a fresh run (iteration 0) drops an old run's rows
+            self.log.truncate_after(self.iteration if self.iteration > 0 else -1)  # a fresh run drops old rows
         budget.restart()
         bar = tqdm(total=budget.iterations, initial=self.iteration, disable=not (cfg.progress and self.is_main),
                    desc="meta-train", unit="it", dynamic_ncols=True, leave=False)
@@ -339,6 +340,8 @@ class MetaTrainer:
             return dist_utils.any_process(stop) if timed else stop
 
         finished = done()
+        if cfg.validate_at_start and self.iteration == 0 and self.val_tasks is not None and self.is_main:
+            self._validate_into({"iteration": 0, "seconds": 0.0}, bar)
         try:
             while not finished:
                 start = time.perf_counter()
@@ -351,14 +354,8 @@ class MetaTrainer:
                 if self.val_tasks is not None and self.is_main and (
                     self.iteration % cfg.validate_every == 0 or finished
                 ):
-                    val = self.validate()
-                    row.update({f"val_{k}": v for k, v in val.items() if k in ("accuracy", "loss", "mse")})
-                    score = self._score(val)
-                    if self.best_score is None or score > self.best_score:
-                        self.best_score, self.best_iteration = score, self.iteration
-                        self.save("best.pt")
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
-                if self.log is not None:
+                    self._validate_into(row, bar)  # also logs the row
+                elif self.log is not None:
                     self.log.log(row)
                 if self.iteration % cfg.checkpoint_every == 0:
                     self.save("last.pt")
@@ -376,6 +373,18 @@ class MetaTrainer:
             "best_val_score": None if self.best_score is None else (
                 self.best_score if self.higher_is_better else -self.best_score),
         }
+
+    def _validate_into(self, row: dict[str, Any], bar: Any) -> None:
+        """Validate, add the scores to ``row`` and log it; a new best score saves ``best.pt``."""
+        val = self.validate()
+        row.update({f"val_{k}": v for k, v in val.items() if k in ("accuracy", "loss", "mse")})
+        score = self._score(val)
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_iteration = score, self.iteration
+            self.save("best.pt")
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
+        if self.log is not None:
+            self.log.log(row)
 
     def _snapshots(self, elapsed: float) -> None:
         """Copy best.pt to best_<s>s.pt once the run's wall time passes each snapshot mark."""

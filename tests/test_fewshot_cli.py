@@ -203,6 +203,11 @@ def test_train_from_init_weights(tmp_path, protonet_checkpoint, capsys):
     _, maml, _ = load_fewshot_checkpoint(out / "last.pt")
     w0 = proto.model.state_dict()["features.block1.conv.weight"]
     assert torch.allclose(maml.model.state_dict()["features.block1.conv.weight"], w0, atol=1e-6)
+    # the starting weights are validated too (iteration 0), so best.pt can be the init itself
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(",")))
+    assert first["iteration"] == "0" and first["val_accuracy"] not in ("", None)
     # a state dict of another network, or no file at all: exit 2, nothing written
     other = tmp_path / "other.pt"
     torch.save({"layer.weight": torch.zeros(3, 3)}, other)
