@@ -79,7 +79,7 @@ def pretrain_classifier(
     Also written: ``metrics.csv`` and ``learning_curve.png``. Returns the result record
     (``accuracy``, ``ci95``, ``steps``, ``best_step``, ``train_seconds``, ...).
     """
-    from mtl.transfer.checkpoints import read_named_checkpoint, save_named_checkpoint
+    from mtl.transfer.checkpoints import save_named_checkpoint
 
     cfg = cfg.resolved()
     if cfg.is_regression:
@@ -167,7 +167,6 @@ def pretrain_classifier(
         plot_curves(out / "learning_curve.png", csv.column("step"),
                     {"train_loss": csv.column("train_loss"), "val_accuracy": csv.column("val_accuracy")},
                     title="classifier pre-training", xlabel="step")
-        read_named_checkpoint(out / "backbone.pt")  # the file just written reads back
     start = time.perf_counter()
     result = evaluate(proto, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks")
     record = {

@@ -341,7 +341,10 @@ class MetaTrainer:
 
         finished = done()
         if cfg.validate_at_start and self.iteration == 0 and self.val_tasks is not None and self.is_main:
-            self._validate_into({"iteration": 0, "seconds": 0.0}, bar)
+            start_row: dict[str, Any] = {"iteration": 0, "seconds": 0.0}
+            self._validate_into(start_row, bar)
+            if self.log is not None:
+                self.log.log(start_row)
         try:
             while not finished:
                 start = time.perf_counter()
@@ -354,8 +357,8 @@ class MetaTrainer:
                 if self.val_tasks is not None and self.is_main and (
                     self.iteration % cfg.validate_every == 0 or finished
                 ):
-                    self._validate_into(row, bar)  # also logs the row
-                elif self.log is not None:
+                    self._validate_into(row, bar)
+                if self.log is not None:
                     self.log.log(row)
                 if self.iteration % cfg.checkpoint_every == 0:
                     self.save("last.pt")
@@ -375,7 +378,7 @@ class MetaTrainer:
         }
 
     def _validate_into(self, row: dict[str, Any], bar: Any) -> None:
-        """Validate, add the scores to ``row`` and log it; a new best score saves ``best.pt``."""
+        """Validate and add the scores to ``row``; a new best score saves ``best.pt``."""
         val = self.validate()
         row.update({f"val_{k}": v for k, v in val.items() if k in ("accuracy", "loss", "mse")})
         score = self._score(val)
@@ -383,8 +386,6 @@ class MetaTrainer:
             self.best_score, self.best_iteration = score, self.iteration
             self.save("best.pt")
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
-        if self.log is not None:
-            self.log.log(row)
 
     def _snapshots(self, elapsed: float) -> None:
         """Copy best.pt to best_<s>s.pt once the run's wall time passes each snapshot mark."""
