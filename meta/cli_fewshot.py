@@ -82,6 +82,9 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
                    help="meta learning-rate schedule (default constant)")
     g.add_argument("--schedule-iterations", type=positive_int_arg, default=10_000, metavar="N",
                    help="cosine: decay to 0 over N iterations; step: halve every N/3 (default 10000)")
+    g.add_argument("--task-workers", type=positive_int_arg, default=1, metavar="N",
+                   help="MAML family: run a meta-batch's tasks on N threads, --threads split between them "
+                        "(faster on several cores, N task graphs in memory; default 1)")
 
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
@@ -95,7 +98,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         checkpoint_every=args.checkpoint_every, snapshot_seconds=tuple(args.snapshot_seconds), seed=args.seed,
         augment_shift=args.augment_shift, augment_rotate=args.augment_rotate, augment_scale=args.augment_scale,
         augment_shear=args.augment_shear, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
-        init=getattr(args, "init", None),
+        init=getattr(args, "init", None), task_workers=getattr(args, "task_workers", 1),
     )
 
 

@@ -47,6 +47,7 @@ ALGORITHMS: dict[str, type[nn.Module]] = {
     "protonet": ProtoNet,
 }
 DATASETS = ("glyphs", "omniglot", "sinusoid")
+TASK_PARALLEL = tuple(name for name, cls in ALGORITHMS.items() if issubclass(cls, MAML))  # outer_backward(workers=)
 TEST_SEED = 20_170_000  # test tasks are the same for every training seed
 _SHIFT_STREAM = 7_013  # keeps the augmentation offsets apart from the episode sampler's stream
 _AFFINE_STREAM = 7_019  # and the affine distortions apart from both
@@ -86,6 +87,7 @@ class FewShotConfig:
     schedule: str = "constant"  # meta learning-rate schedule: constant | cosine | step
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
     init: str | None = None  # start from these weights (e.g. a pre-trained classifier); heads of another shape skipped
+    task_workers: int = 1  # MAML family: tasks of a meta-batch on this many threads (MAML.outer_backward)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -115,6 +117,11 @@ class FewShotConfig:
         if isinstance(self.schedule_iterations, bool) or not isinstance(self.schedule_iterations, int) or (
                 self.schedule_iterations < 1):
             raise ConfigError(f"schedule_iterations must be a positive integer, got {self.schedule_iterations!r}")
+        if isinstance(self.task_workers, bool) or not isinstance(self.task_workers, int) or self.task_workers < 1:
+            raise ConfigError(f"task_workers must be a positive integer, got {self.task_workers!r}")
+        if self.task_workers > 1 and self.algo not in TASK_PARALLEL:
+            raise ConfigError(f"task_workers={self.task_workers} needs one of the MAML family "
+                              f"({', '.join(TASK_PARALLEL)}), got algo {self.algo!r}")
         if self.inner_lr is not None and not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
             raise ConfigError(f"inner_lr must be a finite number > 0, got {self.inner_lr!r}")
         if self.test_tasks < 600:
@@ -406,7 +413,7 @@ def run_fewshot(
         log(f"--init {cfg.init}: {_load_init(algo, init)}")
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
-    for key in ("snapshot_seconds", "download"):  # not part of the run's identity
+    for key in ("snapshot_seconds", "download", "task_workers"):  # not part of the run's identity
         record.pop(key, None)
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,
@@ -414,6 +421,7 @@ def run_fewshot(
                           validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
                           snapshot_seconds=tuple(cfg.snapshot_seconds), validate_at_start=init is not None,
+                          task_workers=cfg.task_workers,
                           progress=progress, extra={"fewshot": record,
                                                     "image_shape": list(tasks.image_shape or [])}),
         out_dir=out, device=dev, higher_is_better=not cfg.is_regression,

@@ -17,6 +17,7 @@ Typical outer loop (the same for every algorithm of :mod:`meta`)::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
@@ -429,7 +430,7 @@ class MAML(nn.Module):
 
     def outer_backward(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
-        iteration: int | None = None,
+        iteration: int | None = None, workers: int = 1,
     ) -> dict[str, float]:
         """``outer_loss(...)[0].backward()`` computed task by task: same gradients, less memory.
 
@@ -438,15 +439,70 @@ class MAML(nn.Module):
         loop runs, so only one task's graph is alive at a time; peak memory no longer grows
         with the meta-batch. Returns the metrics of :meth:`outer_loss`. With ``batched=True``
         it is ``outer_loss`` followed by ``backward()``.
+
+        ``workers > 1`` runs the tasks on that many Python threads (task ``b`` on worker
+        ``b % workers``), each with ``torch.get_num_threads() // workers`` (at least one)
+        intra-op threads, and adds the workers' gradient sums to ``.grad`` in worker order: the
+        same gradients up to float rounding, deterministic for a fixed ``workers``, with
+        ``workers`` task graphs alive at once (that many times the memory). On a multi-core
+        CPU this uses the cores better than intra-op threading of small convolutions; see
+        ``docs/performance.md`` for when it pays.
         """
+        workers = check_positive_int("workers", workers)
         if self.batched:
+            if workers > 1:
+                raise ConfigError(f"workers={workers} needs batched=False (vmap already batches the tasks)")
             loss, metrics = self.outer_loss(support_x, support_y, query_x, query_y, iteration=iteration)
             loss.backward()
             return metrics
         fo, weights, params = self._outer_setup(support_x, support_y, query_x, query_y, iteration)
-        objective, final, acc = self._task_loop(params, support_x, support_y, query_x, query_y, fo, weights,
-                                                backward=True)
+        if workers > 1 and support_x.shape[0] > 1:
+            objective, final, acc = self._threaded_task_loop(params, support_x, support_y, query_x, query_y,
+                                                             fo, weights, workers)
+        else:
+            objective, final, acc = self._task_loop(params, support_x, support_y, query_x, query_y, fo, weights,
+                                                    backward=True)
         return self._outer_metrics(objective, final, acc, weights)
+
+    def _threaded_task_loop(
+        self, params: ParamDict, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, fo: bool,
+        weights: list[float] | None, workers: int,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`_task_loop` with ``backward`` on ``workers`` threads; gradients go to ``.grad``."""
+        n_tasks = sx.shape[0]
+        workers = min(workers, n_tasks)
+        leaves = [p for p in self.parameters() if p.requires_grad]
+        caller_threads = torch.get_num_threads()
+        intra = max(1, caller_threads // workers)
+        grad_on = torch.is_grad_enabled()
+
+        def work(w: int) -> tuple[list[Tensor | None], list[tuple[int, Tensor, Tensor, Tensor | None]]]:
+            torch.set_num_threads(intra)  # OpenMP's thread count is per calling thread
+            total: list[Tensor | None] = [None] * len(leaves)
+            rows = []
+            with torch.set_grad_enabled(grad_on):
+                for b in range(w, n_tasks, workers):
+                    o, f, a = self._task_objective(params, sx[b], sy[b], qx[b], qy[b], fo, weights)
+                    grads = torch.autograd.grad(o / n_tasks, leaves, allow_unused=True)
+                    total = [g if t is None else (t if g is None else t + g) for t, g in zip(total, grads)]
+                    rows.append((b, o.detach(), f.detach(), a))
+            return total, rows
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maml-task") as pool:
+                results = list(pool.map(work, range(workers)))
+        finally:
+            torch.set_num_threads(caller_threads)
+        for total, _ in results:
+            for p, g in zip(leaves, total):
+                if g is not None and p.grad is None:
+                    p.grad = g
+                elif g is not None:
+                    p.grad.add_(g)
+        rows = sorted((r for _, rs in results for r in rs), key=lambda r: r[0])
+        accs = [r[3] for r in rows if r[3] is not None]
+        return (torch.stack([r[1] for r in rows]).mean(), torch.stack([r[2] for r in rows]).mean(),
+                torch.stack(accs).mean() if accs else None)
 
     def _outer_vmap(
         self, params: ParamDict, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, first_order: bool,

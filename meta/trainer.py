@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +77,7 @@ class MetaTrainerConfig:
     checkpoint_every: int = 100
     snapshot_seconds: tuple[float, ...] = ()  # also keep best_<s>s.pt: the best model within s seconds
     validate_at_start: bool = False  # also validate the starting weights (e.g. --init) as iteration 0
+    task_workers: int = 1  # > 1: outer_backward(..., workers=task_workers) runs tasks on threads (MAML family)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints, compared on resume
 
@@ -89,7 +90,7 @@ class MetaTrainerConfig:
             raise ConfigError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
-        for name in ("validate_every", "validation_tasks", "checkpoint_every", "schedule_iterations"):
+        for name in ("validate_every", "validation_tasks", "checkpoint_every", "schedule_iterations", "task_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -167,8 +168,8 @@ class MetaTrainer:
     # --- checkpoints -------------------------------------------------------------------------
     def _config_record(self) -> dict[str, Any]:
         record = asdict(self.config)
-        record.pop("progress", None)
-        record.pop("snapshot_seconds", None)
+        for key in ("progress", "snapshot_seconds", "task_workers"):  # how it runs, not what it computes
+            record.pop(key, None)
         return record
 
     def state_dict(self) -> dict[str, Any]:
@@ -208,6 +209,9 @@ class MetaTrainer:
         if state.get("format") != "mtlmeta-meta-trainer-1":
             raise CheckpointError(f"checkpoint {str(path)!r} is not a meta-training checkpoint")
         mine, theirs = self._config_record(), state.get("config", {})
+        # a setting added after the checkpoint was written counts as its default there
+        defaults = {f.name: f.default for f in fields(MetaTrainerConfig) if f.default is not MISSING}
+        theirs = {**{k: v for k, v in defaults.items() if k in mine}, **theirs}
         diffs = [
             f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}"
             for k in sorted(set(mine) | set(theirs))
@@ -285,7 +289,8 @@ class MetaTrainer:
         # outer_backward back-propagates task by task (same gradients, one task's graph alive at a time).
         split = callable(getattr(self.algo, "outer_backward", None))
         if split:
-            metrics = self.algo.outer_backward(*tensors, iteration=self.iteration)
+            workers = {"workers": self.config.task_workers} if self.config.task_workers > 1 else {}
+            metrics = self.algo.outer_backward(*tensors, iteration=self.iteration, **workers)
             local_loss = float(metrics.get("objective", metrics["loss"]))
         else:
             loss, metrics = self.algo.outer_loss(*tensors, iteration=self.iteration)
