@@ -115,8 +115,8 @@ def make_model(args: argparse.Namespace, head: bool) -> torch.nn.Module:
 Step = Callable[[tuple[torch.Tensor, ...]], None]
 
 
-def toolkit_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namespace, lean: bool = True
-                    ) -> tuple[torch.nn.Module, Step]:
+def toolkit_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namespace, lean: bool = True,
+                    workers: int = 1) -> tuple[torch.nn.Module, Step]:
     model = copy.deepcopy(base)
     if algo_name == "protonet":
         algo: torch.nn.Module = ProtoNet(model)
@@ -126,7 +126,9 @@ def toolkit_variant(algo_name: str, base: torch.nn.Module, args: argparse.Namesp
 
     def step(batch: tuple[torch.Tensor, ...]) -> None:
         model.zero_grad(set_to_none=True)
-        if lean:
+        if workers > 1:
+            algo.outer_backward(*batch, workers=workers)  # tasks on threads, --threads split between them
+        elif lean:
             algo.outer_backward(*batch)  # task by task: one task's graph alive at a time
         else:
             loss, _ = algo.outer_loss(*batch)
@@ -243,6 +245,8 @@ def build_variants(algo_name: str, args: argparse.Namespace, l2l: object | None,
     variants = {"toolkit": toolkit_variant(algo_name, base, args)}
     if args.one_loss:
         variants["toolkit-1loss"] = toolkit_variant(algo_name, base, args, lean=False)
+    if args.workers > 1 and algo_name != "protonet":
+        variants[f"toolkit-workers{args.workers}"] = toolkit_variant(algo_name, base, args, workers=args.workers)
     if l2l is not None and (v := l2l_variant(algo_name, base, args, l2l)) is not None:
         variants["learn2learn"] = v
     if higher is not None and (v := higher_variant(algo_name, base, args, higher)) is not None:
@@ -276,6 +280,57 @@ def peak_bytes(fn: Callable[[], None]) -> int | None:
         return None
     start = mem[0]["Total Allocated"] - mem[0]["Bytes"]
     return int(max(m["Total Allocated"] for m in mem) - start)
+
+
+def rss_peak_bytes(algo_name: str, variant: str, argv: list[str]) -> int | None:
+    """Growth of the resident set (peak RSS minus RSS before) over one meta-iteration of ``variant``
+    after a warm-up one, measured in a fresh child process (Linux only: ``None`` elsewhere).
+
+    Unlike the profiler's count of live tensor bytes it sees allocations on every thread
+    (task-parallel workers), and it also counts allocator overhead, so compare it only with
+    other RSS numbers."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--rss-child", f"{algo_name}:{variant}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("rss-growth-bytes ")]
+    return int(lines[-1].split()[1]) if proc.returncode == 0 and lines else None
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:  # Linux: "VmRSS:   1234 kB"
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _rss_child(spec: str, args: argparse.Namespace, l2l: object | None, higher: object | None) -> int:
+    import ctypes
+    import ctypes.util
+
+    algo_name, variant = spec.split(":", 1)
+    step = build_variants(algo_name, args, l2l, higher)[variant][1]
+    batches = make_batches(args, args.tasks, 2)
+    step(batches[0])  # warm-up: library initialisation is not the step's memory
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)  # hand the warm-up's freed memory back, so the step's growth shows again
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak resident set size (VmHWM)
+    except OSError:
+        return 0
+    before = _status_bytes("VmRSS")
+    step(batches[1])
+    peak = _status_bytes("VmHWM")
+    if before is not None and peak is not None:
+        print(f"rss-growth-bytes {max(0, peak - before)}")
+    return 0
 
 
 def grad_agreement(a: torch.nn.Module, b: torch.nn.Module) -> tuple[float, float]:
@@ -327,7 +382,9 @@ def measure(algo_name: str, args: argparse.Namespace, tasks: int, l2l: object | 
     memory = {}
     if with_memory:
         for name, (_, step) in variants.items():
-            memory[name] = peak_bytes(lambda step=step: step(batches[0]))
+            # the profiler sees the calling thread only: task-parallel workers get RSS numbers instead
+            threaded = name.startswith("toolkit-workers")
+            memory[name] = None if threaded else peak_bytes(lambda step=step: step(batches[0]))
     return {
         "algo": algo_name, "tasks": tasks,
         "cpu_s": {k: statistics.median(v) for k, v in cpu.items()},
@@ -365,6 +422,27 @@ def ratio_rows(res: dict[str, object]) -> list[str]:
                     f"{wall[name]:.3f} | | | {cpu[name] / floor:.2f} | {f_mem:.0f} | | |")  # type: ignore[index]
     return rows
 
+
+def workers_rows(res: dict[str, object], workers: int) -> list[str]:
+    """Wall-clock comparison of the task-parallel toolkit with the peers (with several threads CPU
+    time adds up over threads, so wall time is the measure here)."""
+    name = f"toolkit-workers{workers}"
+    wall, mem = res["wall_s"], res.get("rss_growth_bytes") or {}  # type: ignore[index]
+    if name not in wall:  # type: ignore[operator]
+        return []
+    rows = []
+    for peer in ("learn2learn", "higher", "toolkit"):
+        if peer not in wall:  # type: ignore[operator]
+            continue
+        m, mp = mem.get(name), mem.get(peer)  # type: ignore[union-attr]
+        mem_r = f"{m / mp:.2f}" if (m and mp) else "-"
+        rows.append(f"| {res['algo']} | {name} vs {peer} | {wall[name]:.3f} | {wall[peer]:.3f} | "  # type: ignore[index]
+                    f"{wall[peer] / wall[name]:.2f}x | {mem_r} |")  # type: ignore[index]
+    return rows
+
+
+WORKERS_HEADER = ("| algorithm | comparison | toolkit wall s/it | other wall s/it | toolkit speed-up (wall) | "
+                  "toolkit/other peak RSS growth |\n|---|---|---|---|---|---|")
 
 HEADER = ("| algorithm | implementation | meta-it/s (CPU) | CPU s/it | wall s/it | toolkit speed-up (CPU) | "
           "toolkit speed-up (wall) | time / floor | peak MiB | toolkit/peer memory | grad rel. diff |\n"
@@ -417,6 +495,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the profiler memory measurement")
     p.add_argument("--no-peers", action="store_true", help="do not import learn2learn/higher")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)  # internal: ALGO:VARIANT
+    p.add_argument("--workers", type=int, default=1,
+                   help="also time the toolkit with outer_backward(workers=N): tasks on N threads "
+                        "(compare wall times; use with --threads N)")
     p.add_argument("--tune-allocator", action="store_true",
                    help="mtl.utils.runtime.tune_cpu_allocator() first (process-wide: peers get it too)")
     p.add_argument("--seed", type=int, default=0)
@@ -447,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"tuned CPU allocator (glibc mallopt) for every implementation: {tune_cpu_allocator()}")
     l2l, higher, missing = (None, None, "--no-peers") if args.no_peers else load_peers()
+    if args.rss_child:
+        return _rss_child(args.rss_child, args, l2l, higher)
     print(f"torch {torch.__version__}, {args.threads} thread(s); conv4 (hidden {args.hidden}), "
           f"{args.ways}-way {args.shots}-shot {args.queries}-query, {args.image_size}x{args.image_size}, "
           f"{args.inner_steps} inner step(s), meta-batch {args.tasks}")
@@ -459,6 +543,16 @@ def main(argv: list[str] | None = None) -> int:
         res = measure(algo, args, args.tasks, l2l, higher, args.repeats, not args.no_memory)
         results.append(res)
         print("\n".join(ratio_rows(res)), flush=True)
+    if args.workers > 1:
+        print(f"\ntask-parallel toolkit, {args.workers} workers, {args.threads} thread(s) in all:")
+        print(WORKERS_HEADER)
+        child_argv = list(argv if argv is not None else sys.argv[1:])
+        for res in results:
+            if not args.no_memory:
+                res["rss_growth_bytes"] = {
+                    name: rss_peak_bytes(str(res["algo"]), name, child_argv)
+                    for name in res["wall_s"] if not name.startswith("floor")}  # type: ignore[union-attr]
+            print("\n".join(workers_rows(res, args.workers)), flush=True)
     sweep = []
     sizes = [int(s) for s in args.sweep.split(",") if s]
     for algo in [a for a in args.sweep_algos.split(",") if a] if sizes else []:

@@ -145,6 +145,25 @@ def test_harness_smoke_without_peers(capsys, tmp_path):
     assert (tmp_path / "p.json").exists()
 
 
+def test_harness_smoke_with_task_workers(capsys):
+    spec = importlib.util.spec_from_file_location("perf_meta", ROOT / "benchmarks" / "perf_meta.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["perf_meta"] = mod
+    spec.loader.exec_module(mod)
+    threads = torch.get_num_threads()
+    try:
+        rc = mod.main(["--smoke", "--no-peers", "--no-memory", "--algos", "fomaml", "--threads", "2",
+                       "--workers", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = [line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| fomaml |")]
+    assert rows == ["toolkit", "toolkit-workers2", "floor-nn", "floor", "toolkit-workers2 vs toolkit"]
+    speedup = [line for line in out.splitlines() if "toolkit-workers2 vs toolkit" in line][0].split("|")[5]
+    assert float(speedup.strip().rstrip("x")) > 0
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_forward_plan_module_mode_equals_calling_the_module(momentum):
     """running_stats="module": outputs, gradients and running statistics as ``model(x)`` gives,
