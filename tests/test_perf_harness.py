@@ -126,11 +126,16 @@ def test_protonet_outer_backward_equals_outer_loss_backward():
     assert metrics2 == pytest.approx(metrics)
 
 
-def test_harness_smoke_without_peers(capsys, tmp_path):
+def _load_harness():
     spec = importlib.util.spec_from_file_location("perf_meta", ROOT / "benchmarks" / "perf_meta.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["perf_meta"] = mod
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_harness_smoke_without_peers(capsys, tmp_path):
+    mod = _load_harness()
     threads = torch.get_num_threads()
     try:
         rc = mod.main(["--smoke", "--no-peers", "--no-memory", "--algos", "maml,anil",
@@ -146,10 +151,7 @@ def test_harness_smoke_without_peers(capsys, tmp_path):
 
 
 def test_harness_smoke_with_task_workers(capsys):
-    spec = importlib.util.spec_from_file_location("perf_meta", ROOT / "benchmarks" / "perf_meta.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["perf_meta"] = mod
-    spec.loader.exec_module(mod)
+    mod = _load_harness()
     threads = torch.get_num_threads()
     try:
         rc = mod.main(["--smoke", "--no-peers", "--no-memory", "--algos", "fomaml", "--threads", "2",
