@@ -99,6 +99,8 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         augment_shift=args.augment_shift, augment_rotate=args.augment_rotate, augment_scale=args.augment_scale,
         augment_shear=args.augment_shear, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
         init=getattr(args, "init", None), task_workers=getattr(args, "task_workers", 1),
+        pseudo_pool=getattr(args, "pseudo_pool", None), pseudo_classes=getattr(args, "pseudo_classes", None) or 0,
+        pseudo_size=getattr(args, "pseudo_size", 20), pseudo_embed=getattr(args, "pseudo_embed", None),
     )
 
 
@@ -274,6 +276,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init", default=None, metavar="CKPT",
                    help="start from these weights: 'fewshot pretrain' backbone.pt, a transfer checkpoint, "
                         "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
+    ps = t.add_argument_group("pseudo-classes (extra training classes from unlabelled images)")
+    ps.add_argument("--pseudo-pool", default=None, metavar="PATH",
+                    help="unlabelled images: a .png sprite sheet of 28x28 tiles (e.g. omniglot28/"
+                         "images_evaluation.png) or a folder; clustered into extra training classes")
+    ps.add_argument("--pseudo-classes", type=positive_int_arg, default=None, metavar="K",
+                    help="k-means clusters of the pool (needs --pseudo-pool)")
+    ps.add_argument("--pseudo-size", type=positive_int_arg, default=20, metavar="N",
+                    help="images kept per cluster, those nearest its centre (default 20)")
+    ps.add_argument("--pseudo-embed", default=None, metavar="CKPT",
+                    help="checkpoint whose network embeds the pool (default: --init)")
     t.set_defaults(func=_cmd_train)
 
     pre = fsub.add_parser("pretrain", help="train the backbone as a classifier of all training classes "

@@ -88,6 +88,10 @@ class FewShotConfig:
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
     init: str | None = None  # start from these weights (e.g. a pre-trained classifier); heads of another shape skipped
     task_workers: int = 1  # MAML family: tasks of a meta-batch on this many threads (MAML.outer_backward)
+    pseudo_pool: str | None = None  # unlabelled images (sprite sheet .png or folder) clustered into extra classes
+    pseudo_classes: int = 0  # k-means clusters of the pool (0: none)
+    pseudo_size: int = 20  # images kept per cluster, those nearest its centre
+    pseudo_embed: str | None = None  # checkpoint whose network embeds the pool (default: init)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -122,6 +126,23 @@ class FewShotConfig:
         if self.task_workers > 1 and self.algo not in TASK_PARALLEL:
             raise ConfigError(f"task_workers={self.task_workers} needs one of the MAML family "
                               f"({', '.join(TASK_PARALLEL)}), got algo {self.algo!r}")
+        for name in ("pseudo_classes", "pseudo_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "pseudo_classes" else 1):
+                raise ConfigError(f"{name} must be a {'non-negative' if name == 'pseudo_classes' else 'positive'} "
+                                  f"integer, got {value!r}")
+        if (self.pseudo_pool is None) != (self.pseudo_classes == 0):
+            raise ConfigError("pseudo_pool and pseudo_classes go together: a pool of unlabelled images and the "
+                              f"number of clusters to make of it (got pseudo_pool={self.pseudo_pool!r}, "
+                              f"pseudo_classes={self.pseudo_classes})")
+        if self.pseudo_pool is not None and self.dataset == "sinusoid":
+            raise ConfigError("pseudo-classes cluster images; dataset 'sinusoid' has none")
+        if self.pseudo_pool is not None and (self.pseudo_embed or self.init) is None:
+            raise ConfigError("pseudo-classes need a trained network to embed the pool: pass init "
+                              "(--init CKPT) or pseudo_embed (--pseudo-embed CKPT)")
+        if self.pseudo_size < self.shots + self.queries and self.pseudo_pool is not None:
+            raise ConfigError(f"pseudo_size={self.pseudo_size} is below shots + queries = "
+                              f"{self.shots + self.queries}, the images a training episode takes from a class")
         if self.inner_lr is not None and not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
             raise ConfigError(f"inner_lr must be a finite number > 0, got {self.inner_lr!r}")
         if self.test_tasks < 600:
@@ -181,8 +202,18 @@ def build_algorithm(cfg: FewShotConfig, image_shape: tuple[int, ...] | None = No
     return ALGORITHMS[cfg.algo](model, **common)
 
 
-def fewshot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[int]], str]:
-    """The labelled images, the disjoint train/val/test class ids, and a note on the split."""
+PseudoClasses = tuple[torch.Tensor, list[torch.Tensor]]  # pool images, index groups (meta.pseudoclasses)
+
+
+def fewshot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
+                 ) -> tuple[LabelledImages, dict[str, list[int]], str]:
+    """The labelled images, the disjoint train/val/test class ids, and a note on the split.
+
+    ``pseudo`` (pool images and index groups) adds one training class per group after the
+    dataset's own classes (before Omniglot's rotated copies, so those are rotated too).
+    """
+    if cfg.dataset == "omniglot":
+        return _omniglot_data(cfg, pseudo)
     if cfg.dataset == "glyphs":
         from mtl.data.glyphs import make_glyphs
 
@@ -192,13 +223,18 @@ def fewshot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[int
         splits = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val],
                   "test": ids[n_train + n_val:]}
         note = f"glyphs: {n_train}/{n_val}/{n_test} procedural classes (generator seed 0), 20 samples each"
+        if pseudo is not None:
+            from meta.pseudoclasses import append_classes
+
+            data, new_ids = append_classes(data, *pseudo)
+            splits["train"] = splits["train"] + new_ids
+            note += f"; {len(new_ids)} pseudo-classes"
         return data, splits, note
-    if cfg.dataset == "omniglot":
-        return _omniglot_data(cfg)
     raise ConfigError(f"dataset {cfg.dataset!r} has no images")
 
 
-def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[int]], str]:
+def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
+                   ) -> tuple[LabelledImages, dict[str, list[int]], str]:
     from mtl.data.omniglot import SHARED_SUBSET_SPLIT, alphabet_split, load_omniglot
 
     if cfg.root is None:
@@ -216,12 +252,20 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
         names = data.attribute_names["alphabet"]
         background = load_omniglot(root, subsets=("background",)).attribute_names["alphabet"]
         test = [a for a in names if a not in background]
+        if pseudo is not None:  # their own alphabet, in training
+            from meta.pseudoclasses import append_classes
+
+            data, _ = append_classes(data, *pseudo)
         val = sorted(background)[-5:]
         splits = alphabet_split(data, test_alphabets=test, val_alphabets=val)
         note = "omniglot: Lake's split (evaluation alphabets for test), 5 background alphabets for validation"
     elif has["background_small1"] or has["background_small2"]:
         subsets = tuple(s for s in ("background_small1", "background_small2") if has[s])
         data = load_omniglot(root, subsets=subsets)
+        if pseudo is not None:  # their own alphabet, which alphabet_split puts in training
+            from meta.pseudoclasses import append_classes
+
+            data, _ = append_classes(data, *pseudo)
         splits = alphabet_split(data, test_alphabets=SHARED_SUBSET_SPLIT["test"],
                                 val_alphabets=SHARED_SUBSET_SPLIT["val"])
         note = ("omniglot small subsets: alphabet-disjoint split, test = "
@@ -231,6 +275,8 @@ def _omniglot_data(cfg: FewShotConfig) -> tuple[LabelledImages, dict[str, list[i
             f"no Omniglot found under root={str(root)!r}: expected images_background(.zip) and "
             "images_evaluation(.zip), or images_background_small1/2(.zip)"
         )
+    if pseudo is not None:
+        note += f"; {len(pseudo[1])} pseudo-classes ({sum(len(g) for g in pseudo[1])} pool images)"
     if cfg.rotations:
         from mtl.data.rotations import add_rotated_classes, expand_class_ids
 
@@ -277,7 +323,8 @@ def augmented_episode(
 class TaskSources:
     """Fixed-by-index task sources for training, validation and test."""
 
-    def __init__(self, cfg: FewShotConfig, device: torch.device, test_only: bool = False) -> None:
+    def __init__(self, cfg: FewShotConfig, device: torch.device, test_only: bool = False,
+                 pseudo: PseudoClasses | None = None) -> None:
         cfg = cfg.resolved()
         self.cfg = cfg
         self.device = device
@@ -300,7 +347,7 @@ class TaskSources:
             return
         from mtl.data.episodes import EpisodeSampler
 
-        data, splits, self.note = fewshot_data(cfg)
+        data, splits, self.note = fewshot_data(cfg, None if test_only else pseudo)
         self.image_shape = data.image_shape
         self.splits = splits
         self.class_names = list(data.class_names)
@@ -366,6 +413,38 @@ def _read_init(path: str) -> Any:
     return read_named_checkpoint(path)
 
 
+def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> PseudoClasses:
+    """Cluster ``cfg.pseudo_pool`` into extra training classes with the network of ``pseudo_embed``/``init``.
+
+    Runs before training (also on ``--resume``, where it gives the same classes: every step is
+    deterministic), on the CPU, outside the training budget (seconds; logged).
+    """
+    from meta.pseudoclasses import embed_images, load_pool, pseudo_classes
+    from mtl.transfer.checkpoints import load_partial
+
+    start = time.process_time()
+    source = cfg.pseudo_embed or cfg.init
+    assert source is not None and cfg.pseudo_pool is not None
+    ckpt = _read_init(source)
+    shape = (1, 28, 28) if cfg.dataset == "omniglot" else fewshot_data(cfg)[0].image_shape
+    pool = load_pool(cfg.pseudo_pool, shape)
+    stats = any(n.endswith("running_mean") for n in ckpt.state_dict)
+    net = create_backbone(cfg.backbone or "conv4", in_channels=shape[0], image_size=shape[1],
+                          track_running_stats=stats, **cfg.backbone_kwargs)
+    report = load_partial(net, ckpt, on_shape_mismatch="skip")
+    misfits = [*report.missing, *(m[0] for m in report.shape_mismatched)]
+    if misfits:
+        raise ConfigError(f"pseudo_embed {source!r} does not fit the {cfg.backbone or 'conv4'} trunk: "
+                          f"{', '.join(misfits[:5])}")
+    groups = pseudo_classes(embed_images(net, pool), cfg.pseudo_classes, size=cfg.pseudo_size,
+                            min_size=cfg.shots + cfg.queries, seed=cfg.seed)
+    sizes = [len(g) for g in groups]
+    log(f"pseudo-classes: {len(groups)} of {cfg.pseudo_classes} clusters kept ({min(sizes)}-{max(sizes)} images, "
+        f"{sum(sizes)} of {len(pool)} in {cfg.pseudo_pool}), embedded by {source}, "
+        f"{time.process_time() - start:.0f} CPU-s")
+    return pool, groups
+
+
 def _load_init(algo: nn.Module, ckpt: Any) -> str:
     """Copy the matching tensors of ``ckpt`` into ``algo.model``; a head of another shape keeps its init."""
     from mtl.transfer.checkpoints import load_partial
@@ -407,7 +486,8 @@ def run_fewshot(
     init = _read_init(cfg.init) if cfg.init is not None and not resume else None
     seed_everything(cfg.seed)
     dev = resolve_device(device)
-    tasks = TaskSources(cfg, dev)
+    pseudo = _make_pseudo_classes(cfg, log) if cfg.pseudo_pool is not None else None
+    tasks = TaskSources(cfg, dev, pseudo=pseudo)
     algo = build_algorithm(cfg, tasks.image_shape)
     if init is not None:
         log(f"--init {cfg.init}: {_load_init(algo, init)}")
