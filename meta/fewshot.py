@@ -228,9 +228,13 @@ def fewshot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
 
             data, new_ids = append_classes(data, *pseudo)
             splits["train"] = splits["train"] + new_ids
-            note += f"; {len(new_ids)} pseudo-classes"
+            note += _pseudo_note(pseudo)
         return data, splits, note
     raise ConfigError(f"dataset {cfg.dataset!r} has no images")
+
+
+def _pseudo_note(pseudo: PseudoClasses) -> str:
+    return f"; {len(pseudo[1])} pseudo-classes ({sum(len(g) for g in pseudo[1])} pool images)"
 
 
 def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
@@ -276,7 +280,7 @@ def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
             "images_evaluation(.zip), or images_background_small1/2(.zip)"
         )
     if pseudo is not None:
-        note += f"; {len(pseudo[1])} pseudo-classes ({sum(len(g) for g in pseudo[1])} pool images)"
+        note += _pseudo_note(pseudo)
     if cfg.rotations:
         from mtl.data.rotations import add_rotated_classes, expand_class_ids
 
