@@ -198,6 +198,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.algo == "protonet":
         changes["train_ways"] = changes.get("ways", cfg.ways)
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
+    if args.test_shift:
+        if cfg.algo != "protonet":
+            raise ConfigError(f"--test-shift averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
+        algo.test_shift = args.test_shift
     if "eval_inner_steps" in changes and hasattr(algo, "eval_inner_steps"):
         algo.eval_inner_steps = changes["eval_inner_steps"]
     if args.confusions and test_cfg.is_regression:
@@ -209,12 +213,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
            "ways": test_cfg.ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
            "tasks_per_second": result["tasks_per_second"], "checkpoint": str(args.checkpoint),
-           "split": tasks.note, "meta_iterations": None, "train_seconds": 0.0}
+           "split": tasks.note, "meta_iterations": None, "train_seconds": 0.0, "test_shift": args.test_shift}
     metric = "mse" if test_cfg.is_regression else "accuracy"
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
+    tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
     print(f"{cfg.algo} {test_cfg.ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
-          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks)")
+          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks{tta})")
     if args.confusions:
         conf = confused_pairs(algo, tasks.test, num_tasks=args.test_tasks, class_names=tasks.class_names,
                               top=args.confusions, progress=not args.no_progress)
@@ -315,6 +320,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--test-tasks", type=positive_int_arg, default=600)
     e.add_argument("--confusions", type=positive_int_arg, default=None, metavar="K",
                    help="also list the K class pairs confused most often over the same tasks")
+    e.add_argument("--test-shift", type=integer_arg, default=0, choices=range(5), metavar="P",
+                   help="protonet: embed every test image as the mean of its copies shifted by up to P "
+                        "pixels (test-time augmentation; (2P+1)^2 times the work; default 0: off)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", default=None, metavar="PATH")
     e.add_argument("--overwrite", action="store_true")

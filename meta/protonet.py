@@ -65,6 +65,11 @@ class ProtoNet(nn.Module):
             Its outputs are flattened to vectors.
         distance: ``"euclidean"`` (squared, as in the paper) or ``"cosine"``.
         cosine_scale: multiplier of cosine similarities for ``distance="cosine"`` (> 0).
+        test_shift: test-time augmentation (0: off, at most 4): in eval mode every image (support
+            and query) is embedded as the mean embedding of its ``(2 * test_shift + 1) ** 2``
+            copies moved by up to ``test_shift`` pixels in x and y (circular shifts, which equal
+            plain shifts for images with empty borders such as Omniglot's). Training is unchanged.
+            It costs that many times the embedding work at test time.
 
     The model is used as an ordinary module: in train mode BatchNorm uses batch statistics and
     updates its running statistics (if it tracks them), in eval mode it uses them, as in
@@ -72,8 +77,12 @@ class ProtoNet(nn.Module):
     Each task's support and query examples are embedded in one forward pass, as in the paper.
     """
 
-    def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0) -> None:
+    def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0,
+                 test_shift: int = 0) -> None:
         super().__init__()
+        if isinstance(test_shift, bool) or not isinstance(test_shift, int) or not 0 <= test_shift <= 4:
+            raise ConfigError(f"test_shift must be an integer number of pixels in 0..4, got {test_shift!r}")
+        self.test_shift = test_shift
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if distance not in _DISTANCES:
@@ -97,6 +106,18 @@ class ProtoNet(nn.Module):
         out = self.model(x) if params is None else functional_call(self.model, dict(params), (x,))
         return out.flatten(1)
 
+    def _embed_shifted(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+        """:meth:`_embed`, averaged over shifted copies in eval mode when ``test_shift`` is set."""
+        r = self.test_shift
+        if r == 0 or self.training:
+            return self._embed(params, x)
+        total = None
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                e = self._embed(params, torch.roll(x, (dy, dx), (-2, -1)))
+                total = e if total is None else total + e
+        return total / (2 * r + 1) ** 2
+
     def _logits(self, emb: Tensor, protos: Tensor) -> Tensor:
         return prototype_logits(emb, protos, self.distance, self.cosine_scale)
 
@@ -110,12 +131,15 @@ class ProtoNet(nn.Module):
         """
         check_task_batch(support_x, support_y, batched=False)
         params = dict(self.model.named_parameters())
-        protos = prototypes(self._embed(params, support_x), support_y)
+        protos = prototypes(self._embed_shifted(params, support_x), support_y)
+        shifted = self.test_shift > 0 and not self.training
 
         def logits_fn(emb: Tensor) -> Tensor:
             return self._logits(emb.flatten(1), protos)
 
         def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            if shifted:
+                return self._embed_shifted(p, x)
             return functional_call(model, dict(p), (x,))
 
         return AdaptedPredictor(self.model, params, None, logits_fn, protos, forward)
@@ -123,7 +147,7 @@ class ProtoNet(nn.Module):
     def _task(self, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
         if qy.is_floating_point() or qy.is_complex():
             raise ConfigError(f"ProtoNet needs integer class labels, got query_y dtype {qy.dtype}")
-        emb = self._embed(None, torch.cat([sx, qx]))
+        emb = self._embed_shifted(None, torch.cat([sx, qx]))
         protos = prototypes(emb[: sx.shape[0]], sy)
         logits = self._logits(emb[sx.shape[0]:], protos)
         if int(qy.max()) >= protos.shape[0] or int(qy.min()) < 0:
@@ -178,4 +202,5 @@ class ProtoNet(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", cosine_scale={self.cosine_scale}" if self.distance == "cosine" else ""
+        extra += f", test_shift={self.test_shift}" if self.test_shift else ""
         return f"distance={self.distance!r}{extra}"

@@ -1,0 +1,71 @@
+"""ProtoNet test-time shifts: eval-mode embeddings averaged over shifted copies; training unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from meta.protonet import ProtoNet, prototype_logits, prototypes
+from mtl import create_backbone
+from mtl.cli import main
+from mtl.errors import ConfigError
+
+
+def _algo(shift):
+    torch.manual_seed(0)
+    return ProtoNet(create_backbone("conv4", in_channels=1, image_size=16, hidden=4).double(), test_shift=shift)
+
+
+def _task(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx, qx = torch.rand(3, 1, 16, 16, generator=g).double(), torch.rand(6, 1, 16, 16, generator=g).double()
+    return sx, torch.arange(3), qx, torch.tensor([0, 1, 2, 2, 1, 0])
+
+
+def test_eval_embeddings_are_means_over_shifted_copies():
+    algo = _algo(1).eval()
+    sx, sy, qx, qy = _task()
+
+    def mean_emb(x):
+        with torch.no_grad():
+            return torch.stack([algo._embed(None, torch.roll(x, (dy, dx), (-2, -1)))
+                                for dy in (-1, 0, 1) for dx in (-1, 0, 1)]).mean(0)
+
+    logits = prototype_logits(mean_emb(qx), prototypes(mean_emb(sx), sy), "euclidean", 1.0)
+    expected = (logits.argmax(1) == qy).double().mean()
+    assert algo.evaluate_task(sx, sy, qx, qy)["accuracy"] == pytest.approx(float(expected))
+    with torch.no_grad():
+        torch.testing.assert_close(algo.adapt(sx, sy)(qx), logits)
+    plain = _algo(0).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain.adapt(sx, sy)(qx), logits)  # the shifts do change the result
+
+
+def test_training_ignores_test_shift():
+    sx, sy, qx, qy = _task()
+    a, b = _algo(2).train(), _algo(0).train()
+    la, _ = a.outer_loss(sx[None], sy[None], qx[None], qy[None])
+    lb, _ = b.outer_loss(sx[None], sy[None], qx[None], qy[None])
+    assert torch.equal(la, lb)
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 1.5, True])
+def test_bad_test_shift_is_refused(bad):
+    with pytest.raises(ConfigError, match="test_shift must be an integer number of pixels in 0..4"):
+        ProtoNet(create_backbone("conv4", in_channels=1, image_size=16, hidden=4), test_shift=bad)
+
+
+def test_cli_evaluate_test_shift(tmp_path, capsys):
+    tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
+            "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
+    for algo in ("protonet", "fomaml"):
+        assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
+                     "--out", str(tmp_path / algo), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "protonet" / "best.pt"), "--test-tasks", "6",
+                 "--test-shift", "1", "--no-progress"]) == 0
+    assert "test-time shifts up to 1 px" in capsys.readouterr().out
+    code = main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "fomaml" / "best.pt"), "--test-tasks", "6",
+                 "--test-shift", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--test-shift averages ProtoNet embeddings" in err
