@@ -442,6 +442,9 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
                           f"{', '.join(misfits[:5])}")
     groups = pseudo_classes(embed_images(net, pool), cfg.pseudo_classes, size=cfg.pseudo_size,
                             min_size=cfg.shots + cfg.queries, seed=cfg.seed)
+    if not groups:
+        raise DatasetError(f"no pseudo-classes: every one of the {cfg.pseudo_classes} clusters of "
+                           f"{cfg.pseudo_pool} has fewer than shots + queries = {cfg.shots + cfg.queries} images")
     sizes = [len(g) for g in groups]
     log(f"pseudo-classes: {len(groups)} of {cfg.pseudo_classes} clusters kept ({min(sizes)}-{max(sizes)} images, "
         f"{sum(sizes)} of {len(pool)} in {cfg.pseudo_pool}), embedded by {source}, "
@@ -499,6 +502,9 @@ def run_fewshot(
     record["glyph_classes"] = list(cfg.glyph_classes)
     for key in ("snapshot_seconds", "download", "task_workers"):  # not part of the run's identity
         record.pop(key, None)
+    if cfg.pseudo_pool is None:  # runs without a pool keep the identity of runs made before the option
+        for key in ("pseudo_pool", "pseudo_classes", "pseudo_size", "pseudo_embed"):
+            record.pop(key)
     trainer = MetaTrainer(
         algo, tasks.train, tasks.val,
         MetaTrainerConfig(meta_lr=cfg.meta_lr, schedule=cfg.schedule, schedule_iterations=cfg.schedule_iterations,

@@ -129,6 +129,12 @@ def test_cli_trains_with_pseudo_classes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pseudo-classes:" in out and "of 8 clusters kept" in out and "pseudo-classes (" in out
     assert json.loads(js.read_text())["meta_iterations"] == 3
+    from mtl.utils import load_checkpoint
+
+    record = load_checkpoint(tmp_path / "run" / "last.pt")["config"]["extra"]["fewshot"]
+    assert record["pseudo_classes"] == 8 and record["pseudo_pool"] == str(pool)
+    plain = load_checkpoint(trunk / "last.pt")["config"]["extra"]["fewshot"]
+    assert not any(k.startswith("pseudo") for k in plain)  # older checkpoints stay resumable
     # evaluation rebuilds the test tasks without the pool
     assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--test-tasks", "6",
                  "--no-progress"]) == 0
@@ -150,3 +156,18 @@ def test_cli_pseudo_class_errors(extra, message, capsys):
 def test_config_refuses_pseudo_classes_for_regression():
     with pytest.raises(ConfigError, match="sinusoid"):
         FewShotConfig(algo="maml", dataset="sinusoid", pseudo_pool="x.png", pseudo_classes=3, init="c.pt")
+
+
+def test_no_cluster_large_enough_is_a_clear_error(tmp_path, capsys):
+    trunk = tmp_path / "trunk"
+    assert main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "1", "--out", str(trunk), *TINY]) == 0
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i, img in enumerate(make_glyphs(2, samples_per_class=2, seed=3).images):  # 4 images, 4 clusters of 1
+        _glyph_png(pool / f"{i}.png", img)
+    capsys.readouterr()
+    code = main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "1", "--init", str(trunk / "best.pt"),
+                 "--pseudo-pool", str(pool), "--pseudo-classes", "4", "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "no pseudo-classes" in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "last.pt").exists()
