@@ -126,11 +126,10 @@ class FewShotConfig:
         if self.task_workers > 1 and self.algo not in TASK_PARALLEL:
             raise ConfigError(f"task_workers={self.task_workers} needs one of the MAML family "
                               f"({', '.join(TASK_PARALLEL)}), got algo {self.algo!r}")
-        for name in ("pseudo_classes", "pseudo_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "pseudo_classes" else 1):
-                raise ConfigError(f"{name} must be a {'non-negative' if name == 'pseudo_classes' else 'positive'} "
-                                  f"integer, got {value!r}")
+        if isinstance(self.pseudo_classes, bool) or not isinstance(self.pseudo_classes, int) or self.pseudo_classes < 0:
+            raise ConfigError(f"pseudo_classes must be a non-negative integer, got {self.pseudo_classes!r}")
+        if isinstance(self.pseudo_size, bool) or not isinstance(self.pseudo_size, int) or self.pseudo_size < 1:
+            raise ConfigError(f"pseudo_size must be a positive integer, got {self.pseudo_size!r}")
         if (self.pseudo_pool is None) != (self.pseudo_classes == 0):
             raise ConfigError("pseudo_pool and pseudo_classes go together: a pool of unlabelled images and the "
                               f"number of clusters to make of it (got pseudo_pool={self.pseudo_pool!r}, "
@@ -424,22 +423,17 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
     deterministic), on the CPU, outside the training budget (seconds; logged).
     """
     from meta.pseudoclasses import embed_images, load_pool, pseudo_classes
-    from mtl.transfer.checkpoints import load_partial
 
     start = time.process_time()
     source = cfg.pseudo_embed or cfg.init
     assert source is not None and cfg.pseudo_pool is not None
     ckpt = _read_init(source)
-    shape = (1, 28, 28) if cfg.dataset == "omniglot" else fewshot_data(cfg)[0].image_shape
+    shape = (1, 28, 28)  # both image datasets (omniglot, glyphs) are 28x28 grayscale
     pool = load_pool(cfg.pseudo_pool, shape)
     stats = any(n.endswith("running_mean") for n in ckpt.state_dict)
     net = create_backbone(cfg.backbone or "conv4", in_channels=shape[0], image_size=shape[1],
                           track_running_stats=stats, **cfg.backbone_kwargs)
-    report = load_partial(net, ckpt, on_shape_mismatch="skip")
-    misfits = [*report.missing, *(m[0] for m in report.shape_mismatched)]
-    if misfits:
-        raise ConfigError(f"pseudo_embed {source!r} does not fit the {cfg.backbone or 'conv4'} trunk: "
-                          f"{', '.join(misfits[:5])}")
+    _load_init(net, ckpt)  # the same fit rules as --init (a head in the checkpoint is ignored)
     groups = pseudo_classes(embed_images(net, pool), cfg.pseudo_classes, size=cfg.pseudo_size,
                             min_size=cfg.shots + cfg.queries, seed=cfg.seed)
     if not groups:
