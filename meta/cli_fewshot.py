@@ -41,6 +41,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    help="glyphs: classes per split (default 600,100,200)")
     g.add_argument("--ways", type=positive_int_arg, default=5)
     g.add_argument("--train-ways", type=positive_int_arg, default=None, help="protonet: ways while training")
+    g.add_argument("--val-ways", type=positive_int_arg, default=None,
+                   help="ways of the validation tasks (default --ways; e.g. 17 when the validation split "
+                        "has 17 classes and the model trains 20-way)")
     g.add_argument("--shots", type=positive_int_arg, default=1)
     g.add_argument("--queries", type=positive_int_arg, default=15)
     g.add_argument("--no-rotations", action="store_true", help="omniglot: no rotated extra classes")
@@ -91,7 +94,8 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
     return FewShotConfig(
         algo=algo, dataset=args.dataset, root=args.root, download=args.download, backbone=args.backbone,
         backbone_kwargs=args.backbone_kwargs, glyph_classes=args.glyph_classes, ways=args.ways,
-        train_ways=args.train_ways, shots=args.shots, queries=args.queries, meta_batch=args.meta_batch,
+        train_ways=args.train_ways, val_ways=getattr(args, "val_ways", None), shots=args.shots,
+        queries=args.queries, meta_batch=args.meta_batch,
         inner_steps=args.inner_steps, eval_inner_steps=args.eval_inner_steps, inner_lr=args.inner_lr,
         meta_lr=args.meta_lr, rotations=not args.no_rotations, validate_every=args.validate_every,
         validation_tasks=args.validation_tasks, test_tasks=args.test_tasks,
@@ -282,9 +286,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from these weights: 'fewshot pretrain' backbone.pt, a transfer checkpoint, "
                         "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
     ps = t.add_argument_group("pseudo-classes (extra training classes from unlabelled images)")
-    ps.add_argument("--pseudo-pool", default=None, metavar="PATH",
-                    help="unlabelled images: a .png sprite sheet of 28x28 tiles (e.g. omniglot28/"
-                         "images_evaluation.png) or a folder; clustered into extra training classes")
+    ps.add_argument("--pseudo-pool", default=None, nargs="+", metavar="PATH",
+                    help="unlabelled images: .png sprite sheets of 28x28 tiles (e.g. omniglot28/"
+                         "images_evaluation.png) or folders; clustered into extra training classes "
+                         "(for omniglot, copies of the labelled images are removed first)")
     ps.add_argument("--pseudo-classes", type=positive_int_arg, default=None, metavar="K",
                     help="k-means clusters of the pool (needs --pseudo-pool)")
     ps.add_argument("--pseudo-size", type=positive_int_arg, default=20, metavar="N",

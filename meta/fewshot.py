@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,7 @@ class FewShotConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     ways: int = 5
     train_ways: int | None = None  # ProtoNets often train with more ways than they test
+    val_ways: int | None = None  # ways of the validation tasks (default: ways), for a small validation split
     shots: int = 1
     queries: int = 15
     meta_batch: int | None = None
@@ -88,7 +90,7 @@ class FewShotConfig:
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
     init: str | None = None  # start from these weights (e.g. a pre-trained classifier); heads of another shape skipped
     task_workers: int = 1  # MAML family: tasks of a meta-batch on this many threads (MAML.outer_backward)
-    pseudo_pool: str | None = None  # unlabelled images (sprite sheet .png or folder) clustered into extra classes
+    pseudo_pool: str | None = None  # unlabelled images (sprite sheets .png or folders; several joined by os.pathsep)
     pseudo_classes: int = 0  # k-means clusters of the pool (0: none)
     pseudo_size: int = 20  # images kept per cluster, those nearest its centre
     pseudo_embed: str | None = None  # checkpoint whose network embeds the pool (default: init)
@@ -105,6 +107,13 @@ class FewShotConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.val_ways is not None and (isinstance(self.val_ways, bool) or not isinstance(self.val_ways, int)
+                                          or not 2 <= self.val_ways):
+            raise ConfigError(f"val_ways must be an integer >= 2, got {self.val_ways!r}")
+        if self.val_ways is not None and self.algo != "protonet" and not self.is_regression and (
+                self.val_ways > (self.train_ways or self.ways)):
+            raise ConfigError(f"val_ways={self.val_ways} is more than the {self.train_ways or self.ways} outputs "
+                              f"of {self.algo}'s head; only protonet validates with more classes than it trains on")
         if not isinstance(self.queries, int) or self.queries < 1:
             raise ConfigError(f"queries must be a positive integer, got {self.queries!r}")
         if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not (
@@ -126,6 +135,8 @@ class FewShotConfig:
         if self.task_workers > 1 and self.algo not in TASK_PARALLEL:
             raise ConfigError(f"task_workers={self.task_workers} needs one of the MAML family "
                               f"({', '.join(TASK_PARALLEL)}), got algo {self.algo!r}")
+        if isinstance(self.pseudo_pool, (list, tuple)):  # several pools: one string, as checkpoints record it
+            self.pseudo_pool = os.pathsep.join(str(p) for p in self.pseudo_pool) or None
         if isinstance(self.pseudo_classes, bool) or not isinstance(self.pseudo_classes, int) or self.pseudo_classes < 0:
             raise ConfigError(f"pseudo_classes must be a non-negative integer, got {self.pseudo_classes!r}")
         if isinstance(self.pseudo_size, bool) or not isinstance(self.pseudo_size, int) or self.pseudo_size < 1:
@@ -164,6 +175,8 @@ class FewShotConfig:
             cfg.backbone = "mlp" if cfg.is_regression else "conv4"
         if cfg.train_ways is None:
             cfg.train_ways = cfg.ways
+        if cfg.val_ways is None:
+            cfg.val_ways = cfg.ways
         if cfg.meta_batch is None:
             cfg.meta_batch = {"protonet": 1, "reptile": 5}.get(cfg.algo, 25 if cfg.is_regression else 16)
         if cfg.inner_lr is None:
@@ -236,10 +249,28 @@ def _pseudo_note(pseudo: PseudoClasses) -> str:
     return f"; {len(pseudo[1])} pseudo-classes ({sum(len(g) for g in pseudo[1])} pool images)"
 
 
-def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
-                   ) -> tuple[LabelledImages, dict[str, list[int]], str]:
-    from mtl.data.omniglot import SHARED_SUBSET_SPLIT, alphabet_split, load_omniglot
+def _omniglot_subsets(root: Path) -> dict[str, bool]:
+    """Which official Omniglot subsets are under ``root`` (as a zip or an extracted folder)."""
+    return {name: any((root / f"images_{name}{ext}").exists() for ext in (".zip", ""))
+            for name in ("background", "evaluation", "background_small1", "background_small2")}
 
+
+def _omniglot_copies_reference(cfg: FewShotConfig) -> torch.Tensor:
+    """Every labelled Omniglot image of ``cfg.root`` resized as the 28x28 sprite sheets are (bilinear),
+    to find copies of them in a pseudo-class pool."""
+    from mtl.data.omniglot import load_omniglot
+
+    root = _omniglot_root(cfg)
+    has = _omniglot_subsets(root)
+    names = ("background", "evaluation") if has["background"] and has["evaluation"] else tuple(
+        n for n in ("background_small1", "background_small2") if has[n])
+    if not names:
+        return torch.empty(0, 1, 28, 28)  # _omniglot_data then names what is missing
+    return load_omniglot(root, subsets=names, resample="bilinear").images
+
+
+def _omniglot_root(cfg: FewShotConfig) -> Path:
+    """``cfg.root``, with the official zips fetched into it first under ``cfg.download``."""
     if cfg.root is None:
         raise ConfigError("dataset 'omniglot' needs --root PATH (a folder with the official Omniglot zips)")
     root = Path(cfg.root)
@@ -248,8 +279,15 @@ def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
         from mtl.data.omniglot import download_omniglot
 
         download_omniglot(root, ("background", "evaluation"))
-    has = {name: any((root / f"images_{name}{ext}").exists() for ext in (".zip", ""))
-           for name in ("background", "evaluation", "background_small1", "background_small2")}
+    return root
+
+
+def _omniglot_data(cfg: FewShotConfig, pseudo: PseudoClasses | None = None
+                   ) -> tuple[LabelledImages, dict[str, list[int]], str]:
+    from mtl.data.omniglot import SHARED_SUBSET_SPLIT, alphabet_split, load_omniglot
+
+    root = _omniglot_root(cfg)
+    has = _omniglot_subsets(root)
     if has["background"] and has["evaluation"]:
         data = load_omniglot(root, subsets=("background", "evaluation"))
         names = data.attribute_names["alphabet"]
@@ -360,7 +398,7 @@ class TaskSources:
         if test_only:
             return
         tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
-        va = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
+        va = EpisodeSampler(data, cfg.val_ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
         b = cfg.meta_batch
         if cfg.augments_images:
             self.train = lambda i: augmented_episode(
@@ -422,14 +460,21 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
     Runs before training (also on ``--resume``, where it gives the same classes: every step is
     deterministic), on the CPU, outside the training budget (seconds; logged).
     """
-    from meta.pseudoclasses import embed_images, load_pool, pseudo_classes
+    from meta.pseudoclasses import drop_copies, embed_images, load_pool, pseudo_classes
 
     start = time.process_time()
     source = cfg.pseudo_embed or cfg.init
     assert source is not None and cfg.pseudo_pool is not None
     ckpt = _read_init(source)
     shape = (1, 28, 28)  # both image datasets (omniglot, glyphs) are 28x28 grayscale
-    pool = load_pool(cfg.pseudo_pool, shape)
+    pool = load_pool(cfg.pseudo_pool.split(os.pathsep), shape)
+    copies = ""
+    if cfg.dataset == "omniglot":  # the sprite sheets hold every Omniglot image, test alphabets included
+        pool, dropped = drop_copies(pool, _omniglot_copies_reference(cfg))
+        if not len(pool):
+            raise DatasetError(f"pseudo pool {cfg.pseudo_pool!r}: every image is a copy of a labelled Omniglot "
+                               "image; nothing is left to cluster")
+        copies = f"; {int(dropped.sum())} copies of labelled images removed first"
     stats = any(n.endswith("running_mean") for n in ckpt.state_dict)
     net = create_backbone(cfg.backbone or "conv4", in_channels=shape[0], image_size=shape[1],
                           track_running_stats=stats, **cfg.backbone_kwargs)
@@ -441,7 +486,7 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
                            f"{cfg.pseudo_pool} has fewer than shots + queries = {cfg.shots + cfg.queries} images")
     sizes = [len(g) for g in groups]
     log(f"pseudo-classes: {len(groups)} of {cfg.pseudo_classes} clusters kept ({min(sizes)}-{max(sizes)} images, "
-        f"{sum(sizes)} of {len(pool)} in {cfg.pseudo_pool}), embedded by {source}, "
+        f"{sum(sizes)} of {len(pool)} in {cfg.pseudo_pool}{copies}), embedded by {source}, "
         f"{time.process_time() - start:.0f} CPU-s")
     return pool, groups
 
@@ -496,6 +541,8 @@ def run_fewshot(
     record["glyph_classes"] = list(cfg.glyph_classes)
     for key in ("snapshot_seconds", "download", "task_workers"):  # not part of the run's identity
         record.pop(key, None)
+    if cfg.val_ways == cfg.ways:  # the identity of runs made before the option
+        record.pop("val_ways")
     if cfg.pseudo_pool is None:  # runs without a pool keep the identity of runs made before the option
         for key in ("pseudo_pool", "pseudo_classes", "pseudo_size", "pseudo_embed"):
             record.pop(key)

@@ -72,7 +72,7 @@ def pretrain_classifier(
     """Train ``cfg.backbone`` as a classifier of every training class; keep the best trunk.
 
     ``cfg`` gives the data, split, backbone, augmentation (``augment_*``), seed and validation
-    (``validate_every`` steps, ``validation_tasks`` nearest-prototype tasks at ``ways``/``shots``
+    (``validate_every`` steps, ``validation_tasks`` nearest-prototype tasks at ``val_ways``/``shots``
     on the validation classes); the trunk with the best validation accuracy is written to
     ``out_dir/backbone.pt`` (a named checkpoint, loadable by ``fewshot train --init`` and
     :func:`mtl.transfer.load_partial`) and tested as a ProtoNet on ``test_tasks`` held-out tasks.

@@ -32,16 +32,29 @@ from meta.functional import forward_plan
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError, DatasetError
 
-__all__ = ["append_classes", "embed_images", "kmeans", "load_pool", "pseudo_classes"]
+__all__ = ["DUPLICATE_DISTANCE", "append_classes", "drop_copies", "embed_images", "kmeans", "load_pool",
+           "pseudo_classes"]
+
+DUPLICATE_DISTANCE = 0.75
+"""Largest L2 distance (28x28 images in [0, 1]) at which a pool image counts as a copy of a labelled
+one. Each of the 4,840 labelled images of the two small Omniglot subsets, resized as the 28x28 sprite
+sheets are (bilinear, ``load_omniglot(..., resample="bilinear")``), lies within 0.50 of exactly one
+tile of the background sheet; the next-nearest tile of any of them is 1.11 or farther."""
 
 
-def load_pool(path: str | Path, image_shape: tuple[int, int, int]) -> Tensor:
+def load_pool(path: str | Path | Sequence[str | Path], image_shape: tuple[int, int, int]) -> Tensor:
     """The unlabelled pool at ``path``: a ``.png`` sprite sheet of 28x28 tiles, 20 per row
     (:func:`mtl.data.load_sprite_sheet`), or a folder of images (each resized to ``image_shape``,
-    dark-on-light pages inverted as ``fewshot predict`` does). Returns ``[N, C, H, W]`` in [0, 1]."""
+    dark-on-light pages inverted as ``fewshot predict`` does); a sequence of such paths is one pool,
+    in the given order. Returns ``[N, C, H, W]`` in [0, 1]."""
     from meta.images import IMAGE_SUFFIXES, load_image
     from mtl.data.sprites import load_sprite_sheet
 
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        if not paths:
+            raise DatasetError("pseudo pool: no path given")
+        return torch.cat([load_pool(q, image_shape) for q in paths])
     p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
@@ -55,6 +68,29 @@ def load_pool(path: str | Path, image_shape: tuple[int, int, int]) -> Tensor:
         raise DatasetError(f"pseudo pool {str(p)!r} has {tuple(pool.shape[1:])} images, the dataset "
                            f"{tuple(image_shape)}")
     return pool
+
+
+@torch.no_grad()
+def drop_copies(pool: Tensor, reference: Tensor, max_distance: float = DUPLICATE_DISTANCE,
+                chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    """``pool`` without the images within ``max_distance`` (L2 over all pixels) of any ``reference``
+    image, and the boolean mask of the dropped ones.
+
+    Guards against leakage: an unlabelled pool gathered from the same source as a labelled data set
+    (the Omniglot sprite sheets hold every Omniglot image, test alphabets included) must not bring
+    validation or test images, or second copies of training images, into training.
+    """
+    if not (max_distance >= 0):
+        raise ConfigError(f"max_distance must be >= 0, got {max_distance!r}")
+    if pool.shape[1:] != reference.shape[1:]:
+        raise DatasetError(f"pool images are {tuple(pool.shape[1:])}, the reference's {tuple(reference.shape[1:])}")
+    ref = reference.flatten(1).float()
+    dropped = torch.zeros(len(pool), dtype=torch.bool)
+    if len(ref):
+        for i in range(0, len(pool), chunk):
+            block = pool[i:i + chunk].flatten(1).float()
+            dropped[i:i + chunk] = torch.cdist(block, ref).amin(1) <= max_distance
+    return pool[~dropped], dropped
 
 
 @torch.no_grad()

@@ -298,3 +298,36 @@ def test_overwritten_run_starts_a_new_metrics_log(tmp_path):
     run_fewshot(cfg, Budget(iterations=3), out_dir=tmp_path, **quiet)
     run_fewshot(cfg, Budget(iterations=2), out_dir=tmp_path, overwrite=True, **quiet)
     assert CSVLogger(tmp_path / "metrics.csv").column("iteration") == [1.0, 2.0]
+
+
+def test_val_ways_validates_on_a_split_smaller_than_the_training_ways(tmp_path, capsys):
+    """A MAML head trained 8-way, validated 5-way on a 6-class validation split (as 20-way Omniglot
+    training with the 17 characters of Tagalog for validation)."""
+    args = ["train", "--algo", "fomaml", "--ways", "8", "--meta-batch", "1", "--budget-iterations", "2",
+            "--validate-every", "1", *TINY, "--glyph-classes", "12,6,8"]
+    code, cap = run(args, capsys)
+    assert code == 2 and "ways=8 is more than the 6 classes of split 'val'" in cap.err
+    out = tmp_path / "run"
+    code, cap = run([*args, "--val-ways", "5", "--out", str(out)], capsys)
+    assert code == 0, cap.err
+    from meta.fewshot import TaskSources
+
+    cfg = FewShotConfig(algo="fomaml", ways=8, val_ways=5, queries=3, glyph_classes=(12, 6, 8))
+    tasks = TaskSources(cfg, torch.device("cpu"))
+    assert tasks.val(0).support_y.unique().tolist() == list(range(5))
+    assert tasks.train(0).support_y.unique().tolist() == list(range(8))
+    assert load_checkpoint(out / "last.pt")["config"]["extra"]["fewshot"]["val_ways"] == 5
+    plain = tmp_path / "plain"
+    assert run(["train", "--budget-iterations", "1", "--out", str(plain), *TINY])[0] == 0
+    assert "val_ways" not in load_checkpoint(plain / "last.pt")["config"]["extra"]["fewshot"]  # old identity
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"algo": "fomaml", "ways": 5, "val_ways": 6}, "val_ways=6 is more than the 5 outputs of fomaml's head"),
+    ({"algo": "protonet", "val_ways": 1}, "val_ways must be an integer >= 2, got 1"),
+])
+def test_val_ways_bad_values(kwargs, message):
+    from mtl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FewShotConfig(**kwargs)

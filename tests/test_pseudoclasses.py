@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from PIL import Image
 
 from meta.fewshot import FewShotConfig
 from meta.protonet import ProtoNet
-from meta.pseudoclasses import append_classes, embed_images, kmeans, load_pool, pseudo_classes
+from meta.pseudoclasses import (
+    DUPLICATE_DISTANCE,
+    append_classes,
+    drop_copies,
+    embed_images,
+    kmeans,
+    load_pool,
+    pseudo_classes,
+)
 from mtl import create_backbone
 from mtl.cli import main
 from mtl.data.base import LabelledImages
@@ -108,6 +117,45 @@ def test_load_pool_reads_sheets_and_folders(tmp_path):
         load_pool(tmp_path / "x.jpg", (1, 28, 28))
     with pytest.raises(DatasetError, match=r"\(1, 28, 28\) images, the dataset \(1, 32, 32\)"):
         load_pool(tmp_path / "sheet.png", (1, 32, 32))
+    both = load_pool([folder, tmp_path / "sheet.png"], (1, 28, 28))  # several pools: one, in order
+    assert both.shape == (13, 1, 28, 28) and torch.equal(both[4:], pool)
+    with pytest.raises(DatasetError, match="no path given"):
+        load_pool([], (1, 28, 28))
+
+
+def test_drop_copies_removes_near_duplicates_of_the_reference_only():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(5, 1, 8, 8, generator=g)
+    others = torch.rand(6, 1, 8, 8, generator=g)
+    copies = reference[[4, 0]] + 0.01 * torch.randn(2, 1, 8, 8, generator=g)  # resized copies are not exact
+    pool = torch.cat([others[:3], copies[:1], others[3:], copies[1:]])
+    kept, dropped = drop_copies(pool, reference, chunk=4)  # chunks smaller than the pool
+    assert dropped.tolist() == [False] * 3 + [True] + [False] * 3 + [True]
+    assert torch.equal(kept, others)
+    kept, dropped = drop_copies(pool, reference[:0])  # nothing to compare with: nothing dropped
+    assert torch.equal(kept, pool) and not dropped.any()
+    with pytest.raises(ConfigError, match="max_distance must be >= 0"):
+        drop_copies(pool, reference, max_distance=-1.0)
+    with pytest.raises(DatasetError, match=r"pool images are \(1, 8, 8\), the reference's \(1, 9, 9\)"):
+        drop_copies(pool, torch.rand(2, 1, 9, 9))
+
+
+def test_omniglot_sheet_copies_of_the_labelled_images_are_all_found(omniglot_original, omniglot28):
+    """The background sheet holds every image of the labelled subsets (test alphabets included) once:
+    all 4,840 are found and removed, and nothing left is near a labelled image."""
+    from meta.fewshot import _omniglot_copies_reference
+
+    cfg = FewShotConfig(algo="protonet", dataset="omniglot", root=str(omniglot_original))
+    reference = _omniglot_copies_reference(cfg)
+    assert reference.shape == (4840, 1, 28, 28)
+    sheet = load_pool(omniglot28 / "images_background.png", (1, 28, 28))
+    kept, dropped = drop_copies(sheet, reference)
+    assert int(dropped.sum()) == 4840 and len(kept) == 19280 - 4840
+    nearest = torch.cat([torch.cdist(reference.flatten(1), kept[i:i + 4096].flatten(1)).amin(1, keepdim=True)
+                         for i in range(0, len(kept), 4096)], 1).amin(1)
+    assert float(nearest.min()) > DUPLICATE_DISTANCE  # no second, farther copy slipped through
+    evaluation = load_pool(omniglot28 / "images_evaluation.png", (1, 28, 28))
+    assert not drop_copies(evaluation, reference)[1].any()  # other alphabets: nothing is a copy
 
 
 TINY = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
@@ -117,22 +165,24 @@ TINY = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--qu
 def test_cli_trains_with_pseudo_classes(tmp_path, capsys):
     trunk = tmp_path / "trunk"
     assert main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "2", "--out", str(trunk), *TINY]) == 0
-    pool = tmp_path / "pool"
+    pool, pool2 = tmp_path / "pool", tmp_path / "pool2"  # two pools, clustered together
     pool.mkdir()
+    pool2.mkdir()
     for i, img in enumerate(make_glyphs(10, samples_per_class=6, seed=99).images):  # classes unseen in training
-        _glyph_png(pool / f"{i:03d}.png", img)
+        _glyph_png((pool if i < 30 else pool2) / f"{i:03d}.png", img)
     js = tmp_path / "r.json"
     args = ["fewshot", "train", "--algo", "protonet", "--budget-iterations", "3", "--init", str(trunk / "best.pt"),
-            "--pseudo-pool", str(pool), "--pseudo-classes", "8", "--pseudo-size", "6", "--out", str(tmp_path / "run"),
-            "--json", str(js), *TINY]
+            "--pseudo-pool", str(pool), str(pool2), "--pseudo-classes", "8", "--pseudo-size", "6",
+            "--out", str(tmp_path / "run"), "--json", str(js), *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "pseudo-classes:" in out and "of 8 clusters kept" in out and "pseudo-classes (" in out
+    assert " of 60 in " in out
     assert json.loads(js.read_text())["meta_iterations"] == 3
     from mtl.utils import load_checkpoint
 
     record = load_checkpoint(tmp_path / "run" / "last.pt")["config"]["extra"]["fewshot"]
-    assert record["pseudo_classes"] == 8 and record["pseudo_pool"] == str(pool)
+    assert record["pseudo_classes"] == 8 and record["pseudo_pool"] == f"{pool}{os.pathsep}{pool2}"
     plain = load_checkpoint(trunk / "last.pt")["config"]["extra"]["fewshot"]
     assert not any(k.startswith("pseudo") for k in plain)  # older checkpoints stay resumable
     # evaluation rebuilds the test tasks without the pool
@@ -151,6 +201,11 @@ def test_cli_pseudo_class_errors(extra, message, capsys):
     code = main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "1", *TINY, *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_several_pools_are_recorded_as_one_path_list():
+    cfg = FewShotConfig(algo="protonet", pseudo_pool=["a.png", "b"], pseudo_classes=3, init="c.pt")
+    assert cfg.pseudo_pool == os.pathsep.join(["a.png", "b"])
 
 
 def test_config_refuses_pseudo_classes_for_regression():
