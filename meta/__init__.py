@@ -4,7 +4,8 @@ Algorithms are small functional objects (torch.func; no module copies) with ``ad
 task and ``outer_loss`` for the meta-update:
 
 - :class:`MAML` (Finn et al. 2017), :class:`FOMAML`, :class:`MetaSGD` (Li et al. 2017),
-  :class:`ANIL` (Raghu et al. 2020), :class:`MAMLPlusPlus` (Antoniou et al. 2019);
+  :class:`ANIL` (Raghu et al. 2020), :class:`MAMLPlusPlus` (Antoniou et al. 2019),
+  :class:`ProtoMAML` (Triantafillou et al. 2020);
 - :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017);
 - :func:`self_train` and :func:`pseudo_label_online` (self-training with pseudo-labels);
 - :class:`MetaTrainer` for the outer loop and :func:`evaluate` for the papers' protocol
@@ -14,7 +15,7 @@ task and ``outer_loss`` for the meta-update:
 """
 
 from meta.evaluation import confused_pairs, evaluate, mean_confidence_interval
-from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
+from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoMAML
 from meta.protonet import ProtoNet
 from meta.reptile import Reptile
 from meta.selftrain import OnlineConfig, SelfTrainConfig, pseudo_label_online, select_pseudo_labels, self_train
@@ -28,6 +29,7 @@ __all__ = [
     "MetaSGD",
     "MetaTrainer",
     "MetaTrainerConfig",
+    "ProtoMAML",
     "ProtoNet",
     "Reptile",
     "OnlineConfig",

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from meta.fewshot import ALGORITHMS, DATASETS, FewShotConfig, run_fewshot
+from meta.fewshot import ALGORITHMS, ANY_WAYS, DATASETS, FewShotConfig, run_fewshot
 from mtl.cli import (
     add_training_args,
     integer_arg,
@@ -40,7 +40,7 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--glyph-classes", type=_class_counts, default=(600, 100, 200), metavar="TRAIN,VAL,TEST",
                    help="glyphs: classes per split (default 600,100,200)")
     g.add_argument("--ways", type=positive_int_arg, default=5)
-    g.add_argument("--train-ways", type=positive_int_arg, default=None, help="protonet: ways while training")
+    g.add_argument("--train-ways", type=positive_int_arg, default=None, help="protonet, protomaml: ways while training")
     g.add_argument("--val-ways", type=positive_int_arg, default=None,
                    help="ways of the validation tasks (default --ways; e.g. 17 when the validation split "
                         "has 17 classes and the model trains 20-way)")
@@ -196,9 +196,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, algo, _ = load_fewshot_checkpoint(args.checkpoint, device)
     changes = {k: getattr(args, k) for k in ("ways", "shots", "queries", "eval_inner_steps", "root")
                if getattr(args, k) is not None}
-    if "ways" in changes and changes["ways"] != cfg.ways and cfg.algo != "protonet":
+    if "ways" in changes and changes["ways"] != cfg.ways and cfg.algo not in ANY_WAYS:
         raise ConfigError(f"this {cfg.algo} model was meta-trained {cfg.ways}-way; it cannot be tested "
-                          f"{changes['ways']}-way (only protonet can)")
+                          f"{changes['ways']}-way (only {' and '.join(ANY_WAYS)} can)")
     if cfg.algo == "protonet":
         changes["train_ways"] = changes.get("ways", cfg.ways)
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
@@ -249,10 +249,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     support_x, support_y, class_names = load_support_folder(args.support, image_shape, args.invert)
     query_x, query_names = load_query_folder(args.query, image_shape, args.invert)
     n = len(class_names)
-    if cfg.algo != "protonet" and n != cfg.ways:
+    if cfg.algo not in ANY_WAYS and n != cfg.ways:
         raise ConfigError(
             f"this {cfg.algo} model was meta-trained {cfg.ways}-way, but --support has {n} classes; "
-            f"give {cfg.ways} class folders or use a protonet checkpoint (any number of classes)"
+            f"give {cfg.ways} class folders or use a {' or '.join(ANY_WAYS)} checkpoint (any number of classes)"
         )
     with torch.enable_grad():
         predictor = algo.adapt(support_x, support_y)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from meta.evaluation import evaluate
-from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
+from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoMAML
 from meta.protonet import ProtoNet
 from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
@@ -44,10 +44,12 @@ ALGORITHMS: dict[str, type[nn.Module]] = {
     "metasgd": MetaSGD,
     "anil": ANIL,
     "mamlpp": MAMLPlusPlus,
+    "protomaml": ProtoMAML,
     "reptile": Reptile,
     "protonet": ProtoNet,
 }
 DATASETS = ("glyphs", "omniglot", "sinusoid")
+ANY_WAYS = ("protonet", "protomaml")  # classify any number of classes (a head from prototypes, or none)
 TASK_PARALLEL = tuple(name for name, cls in ALGORITHMS.items() if issubclass(cls, MAML))  # outer_backward(workers=)
 TEST_SEED = 20_170_000  # test tasks are the same for every training seed
 _SHIFT_STREAM = 7_013  # keeps the augmentation offsets apart from the episode sampler's stream
@@ -100,8 +102,8 @@ class FewShotConfig:
             raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)}, got {self.algo!r}")
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.dataset == "sinusoid" and self.algo == "protonet":
-            raise ConfigError("algo 'protonet' classifies; it cannot run on the regression dataset 'sinusoid'")
+        if self.dataset == "sinusoid" and self.algo in ANY_WAYS:
+            raise ConfigError(f"algo {self.algo!r} classifies; it cannot run on the regression dataset 'sinusoid'")
         for name in ("ways", "shots", "inner_steps", "validate_every", "validation_tasks", "test_tasks",
                      "checkpoint_every"):
             value = getattr(self, name)
@@ -110,10 +112,11 @@ class FewShotConfig:
         if self.val_ways is not None and (isinstance(self.val_ways, bool) or not isinstance(self.val_ways, int)
                                           or not 2 <= self.val_ways):
             raise ConfigError(f"val_ways must be an integer >= 2, got {self.val_ways!r}")
-        if self.val_ways is not None and self.algo != "protonet" and not self.is_regression and (
+        if self.val_ways is not None and self.algo not in ANY_WAYS and not self.is_regression and (
                 self.val_ways > (self.train_ways or self.ways)):
             raise ConfigError(f"val_ways={self.val_ways} is more than the {self.train_ways or self.ways} outputs "
-                              f"of {self.algo}'s head; only protonet validates with more classes than it trains on")
+                              f"of {self.algo}'s head; only {' and '.join(ANY_WAYS)} validate with more classes "
+                              "than they train on")
         if not isinstance(self.queries, int) or self.queries < 1:
             raise ConfigError(f"queries must be a positive integer, got {self.queries!r}")
         if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not (
@@ -201,10 +204,10 @@ def build_algorithm(cfg: FewShotConfig, image_shape: tuple[int, ...] | None = No
         model = create_backbone(cfg.backbone, **kwargs)
         return ProtoNet(model)
     outputs = 1 if cfg.is_regression else cfg.train_ways
-    if cfg.train_ways != cfg.ways and not cfg.is_regression:
+    if cfg.train_ways != cfg.ways and not cfg.is_regression and cfg.algo not in ANY_WAYS:
         raise ConfigError(
-            f"train_ways={cfg.train_ways} differs from ways={cfg.ways}; only protonet can train and test "
-            "with different numbers of classes"
+            f"train_ways={cfg.train_ways} differs from ways={cfg.ways}; only {' and '.join(ANY_WAYS)} can train "
+            "and test with different numbers of classes"
         )
     model = create_backbone(cfg.backbone, num_classes=outputs, track_running_stats=False, **kwargs) \
         if cfg.backbone != "mlp" else create_backbone(cfg.backbone, num_classes=outputs, **kwargs)

@@ -1,8 +1,8 @@
-"""MAML and relatives, functional on :mod:`torch.func`: MAML, FOMAML, Meta-SGD, ANIL, MAML++.
+"""MAML and relatives, functional on :mod:`torch.func`: MAML, FOMAML, Meta-SGD, ANIL, MAML++, Proto-MAML.
 
 One class, :class:`MAML` (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation
 of Deep Networks"), implements the family through options; :class:`FOMAML`, :class:`MetaSGD`,
-:class:`ANIL` and :class:`MAMLPlusPlus` are thin subclasses that only change defaults.
+:class:`ANIL`, :class:`MAMLPlusPlus` and :class:`ProtoMAML` are thin subclasses that only change defaults.
 
 Typical outer loop (the same for every algorithm of :mod:`meta`)::
 
@@ -42,7 +42,7 @@ from meta.functional import (
 from mtl.backbones.base import Backbone
 from mtl.errors import ConfigError
 
-__all__ = ["MAML", "FOMAML", "MetaSGD", "ANIL", "MAMLPlusPlus", "msl_weights"]
+__all__ = ["MAML", "FOMAML", "MetaSGD", "ANIL", "MAMLPlusPlus", "ProtoMAML", "msl_weights"]
 
 _LEARN_LR = (None, "per_param", "per_layer_per_step")
 
@@ -107,6 +107,18 @@ class MAML(nn.Module):
             are kept: normalisation uses batch statistics (below), so they would never be read.
         first_order_until: MAML++ derivative-order annealing: first-order while
             ``iteration < first_order_until``, second-order after (``None``: off).
+        head_init: ``None`` (the meta-learned head) or ``"prototypes"``: Proto-MAML
+            (Triantafillou et al. 2020, "Meta-Dataset"): every task starts from a linear head
+            built from the support set's class prototypes ``c_k`` (mean trunk features),
+            weight ``2 c_k`` and bias ``-||c_k||^2``, so that before any inner step the logits
+            rank classes as a Prototypical Network's negative squared distances do; the inner
+            loop then adapts that head (and the trunk, unless ``adapt`` says otherwise). The
+            number of classes is read from the support labels (``0..N-1``), so a model trained
+            5-way can be tested 20-way; the model's own head parameters are not used (they keep
+            their values and receive no gradient). The prototypes stay in the outer graph in
+            first-order mode too (as the paper's fo-Proto-MAML). Needs a registry backbone
+            whose head is a ``Linear`` with bias; refused with ``learn_inner_lr="per_param"``
+            (rates shaped like one head) and ``batched=True``.
         batched: how :meth:`outer_loss` runs a batch of tasks: ``False`` a per-task loop,
             ``True`` ``torch.func.vmap`` over tasks, ``None`` the default, which is the loop:
             on a 2-core CPU, conv4 (64 filters, 28x28), 5-way 1-shot, 15 queries, 16 tasks,
@@ -148,6 +160,7 @@ class MAML(nn.Module):
         per_step_bn: bool = False,
         first_order_until: int | None = None,
         batched: bool | None = None,
+        head_init: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -185,6 +198,20 @@ class MAML(nn.Module):
                 "pytorch/functorch#534); use batched=False or first_order=True"
             )
         self.batched = batched
+        if head_init not in (None, "prototypes"):
+            raise ConfigError(f"head_init must be None or 'prototypes', got {head_init!r}")
+        if head_init is not None:
+            head = getattr(model, "head", None)
+            if not (isinstance(model, Backbone) and isinstance(head, nn.Linear) and head.bias is not None):
+                raise ConfigError("head_init='prototypes' needs a registry backbone with a Linear head with "
+                                  f"bias, got {type(model).__name__}")
+            if learn_inner_lr == "per_param":
+                raise ConfigError("head_init='prototypes' builds a head per task, of any number of classes; "
+                                  "learn_inner_lr='per_param' learns rates shaped like one head")
+            if batched:
+                raise ConfigError("head_init='prototypes' reads the number of classes from each task's labels; "
+                                  "it needs batched=False")
+        self.head_init = head_init
         self.per_step_bn = bool(per_step_bn)
         self.adapt_pattern = adapt
 
@@ -268,6 +295,20 @@ class MAML(nn.Module):
         until = self.first_order_until
         return until is not None and iteration is not None and iteration < until
 
+    @staticmethod
+    def _prototype_head(features: Tensor, sy: Tensor) -> tuple[Tensor, Tensor]:
+        """Proto-MAML's head (Triantafillou et al. 2020): weight ``2 c_k``, bias ``-||c_k||^2``."""
+        if sy.is_floating_point():
+            raise ConfigError("head_init='prototypes' needs class labels, got floating-point targets")
+        ways = int(sy.max()) + 1
+        onehot = torch.nn.functional.one_hot(sy, ways).to(features.dtype)
+        counts = onehot.sum(0)
+        if bool((counts == 0).any()):
+            raise ConfigError(f"support labels must cover 0..{ways - 1}; missing "
+                              f"{(counts == 0).nonzero().flatten().tolist()}")
+        protos = onehot.T @ features / counts.unsqueeze(1)
+        return 2 * protos, -(protos * protos).sum(1)
+
     def _run_task(
         self, params: ParamDict, sx: Tensor, sy: Tensor, steps: int, *, first_order: bool, track: bool,
         queries: Tensor | None = None, want_all: bool = False,
@@ -281,6 +322,13 @@ class MAML(nn.Module):
             return self._run_task_head(params, sx, sy, steps, first_order=first_order, track=track,
                                        queries=queries, want_all=want_all)
         buffers = self._model_buffers()
+        if self.head_init is not None:
+            trunk = _strip(self._with_step_bn(params, 0), "features.")
+            if not track:
+                trunk = {k: v.detach() for k, v in trunk.items()}
+            fs = functional_forward(self.model.features, trunk, _strip(buffers, "features."), sx)
+            w, b = self._prototype_head(fs, sy)
+            params = {**params, "head.weight": w, "head.bias": b}
         # support passes differentiated twice run channels-first (faster double backward on CPU)
         channels_last = False if track and not first_order else None
 
@@ -310,6 +358,10 @@ class MAML(nn.Module):
         self._check_model_input(sx)
         fs = functional_forward(model.features, trunk, tbuf, sx)
         fs_inner = fs.detach() if (first_order or not track) else fs
+        if self.head_init is not None:
+            w, b = self._prototype_head(fs, sy)
+            head = {**head, "weight": w, "bias": b}
+            params = {**params, "head.weight": w, "head.bias": b}
         adapt = [n[len("head."):] for n in self.adapt_names]
 
         def step_loss(full: ParamDict, step: int) -> Tensor:
@@ -553,6 +605,8 @@ class MAML(nn.Module):
             parts.append("per_step_bn=True")
         if self.first_order_until is not None:
             parts.append(f"first_order_until={self.first_order_until}")
+        if self.head_init is not None:
+            parts.append(f"head_init={self.head_init!r}")
         return ", ".join(parts)
 
 
@@ -620,3 +674,18 @@ class MAMLPlusPlus(MAML):
         super().__init__(model, inner_lr, inner_steps, msl_iterations=msl_iterations,  # type: ignore[arg-type]
                          first_order_until=first_order_until, **kwargs)
 
+
+
+class ProtoMAML(MAML):
+    """Proto-MAML (Triantafillou et al. 2020, "Meta-Dataset"): MAML whose head starts, in every
+    task, from the support set's class prototypes (``head_init="prototypes"``, see :class:`MAML`).
+
+    Tested at any number of classes, like a Prototypical Network; adapted like MAML. Other
+    arguments as :class:`MAML` (second order by default; ``first_order=True`` is fo-Proto-MAML).
+    """
+
+    def __init__(
+        self, model: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1, **kwargs: object
+    ) -> None:
+        kwargs.setdefault("head_init", "prototypes")
+        super().__init__(model, inner_lr, inner_steps, **kwargs)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from fewshot_helpers import make_tasks, tiny_conv
 
-from meta import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD
+from meta import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoMAML
 from mtl.errors import ConfigError
 
 BUILDERS = {
@@ -16,6 +16,7 @@ BUILDERS = {
     "metasgd": lambda: MetaSGD(tiny_conv(), inner_lr=0.1),
     "anil": lambda: ANIL(tiny_conv(), inner_lr=0.1),
     "mamlpp": lambda: MAMLPlusPlus(tiny_conv(), inner_steps=2, first_order_until=None),
+    "protomaml": lambda: ProtoMAML(tiny_conv(), inner_lr=0.1),
 }
 
 
