@@ -210,22 +210,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         algo.eval_inner_steps = changes["eval_inner_steps"]
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
-    tasks = TaskSources(test_cfg, device, test_only=True)
-    result = evaluate(algo, tasks.test, num_tasks=args.test_tasks, progress=not args.no_progress,
-                      desc="test tasks")
+    if args.split == "val":
+        test_cfg = replace(test_cfg, val_ways=test_cfg.ways if "ways" in changes else test_cfg.val_ways)
+        tasks = TaskSources(test_cfg, device, validation_only=True)
+    else:
+        tasks = TaskSources(test_cfg, device, test_only=True)
+    source = tasks.val if args.split == "val" else tasks.test
+    ways = test_cfg.val_ways if args.split == "val" else test_cfg.ways
+    result = evaluate(algo, source, num_tasks=args.test_tasks, progress=not args.no_progress,
+                      desc=f"{args.split} tasks")
     res = {"algorithm": cfg.algo, "dataset": test_cfg.dataset, "backbone": test_cfg.backbone,
-           "ways": test_cfg.ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
+           "ways": ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
            "tasks_per_second": result["tasks_per_second"], "checkpoint": str(args.checkpoint),
-           "split": tasks.note, "meta_iterations": None, "train_seconds": 0.0, "test_shift": args.test_shift}
+           "split": tasks.note, "classes": args.split, "meta_iterations": None, "train_seconds": 0.0,
+           "test_shift": args.test_shift}
     metric = "mse" if test_cfg.is_regression else "accuracy"
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
-    print(f"{cfg.algo} {test_cfg.ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
-          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} test tasks{tta})")
+    print(f"{cfg.algo} {ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
+          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta})")
     if args.confusions:
-        conf = confused_pairs(algo, tasks.test, num_tasks=args.test_tasks, class_names=tasks.class_names,
+        conf = confused_pairs(algo, source, num_tasks=args.test_tasks, class_names=tasks.class_names,
                               top=args.confusions, progress=not args.no_progress)
         res["confusions"] = conf
         print(f"errors: {conf['errors']} of {conf['queries']} queries; most confused class pairs:")
@@ -323,6 +330,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--root", default=None, help="dataset folder, if it moved since training")
     e.add_argument("--test-tasks", type=positive_int_arg, default=600)
+    e.add_argument("--split", default="test", choices=("test", "val"),
+                   help="val: the validation classes instead (to choose test-time settings such as "
+                        "--eval-inner-steps without looking at the test classes; default test)")
     e.add_argument("--confusions", type=positive_int_arg, default=None, metavar="K",
                    help="also list the K class pairs confused most often over the same tasks")
     e.add_argument("--test-shift", type=integer_arg, default=0, choices=range(5), metavar="P",

@@ -365,10 +365,11 @@ def augmented_episode(
 
 
 class TaskSources:
-    """Fixed-by-index task sources for training, validation and test."""
+    """Fixed-by-index task sources for training, validation and test (``test_only``: test tasks
+    only; ``validation_only``: validation tasks only, both without the pseudo-classes)."""
 
     def __init__(self, cfg: FewShotConfig, device: torch.device, test_only: bool = False,
-                 pseudo: PseudoClasses | None = None) -> None:
+                 pseudo: PseudoClasses | None = None, validation_only: bool = False) -> None:
         cfg = cfg.resolved()
         self.cfg = cfg
         self.device = device
@@ -391,17 +392,21 @@ class TaskSources:
             return
         from mtl.data.episodes import EpisodeSampler
 
-        data, splits, self.note = fewshot_data(cfg, None if test_only else pseudo)
+        data, splits, self.note = fewshot_data(cfg, None if test_only or validation_only else pseudo)
         self.image_shape = data.image_shape
         self.splits = splits
         self.class_names = list(data.class_names)
         self.data = data
-        te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
-        self.test = lambda i: te.batch(i, self.eval_batch).to(device)
+        if not validation_only:
+            te = EpisodeSampler(data, cfg.ways, cfg.shots, cfg.queries, splits["test"], TEST_SEED, split="test")
+            self.test = lambda i: te.batch(i, self.eval_batch).to(device)
         if test_only:
             return
-        tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
         va = EpisodeSampler(data, cfg.val_ways, cfg.shots, cfg.queries, splits["val"], cfg.seed + 7919, split="val")
+        self.val = lambda i: va.batch(i, self.eval_batch).to(device)
+        if validation_only:
+            return
+        tr = EpisodeSampler(data, cfg.train_ways, cfg.shots, cfg.queries, splits["train"], cfg.seed, split="train")
         b = cfg.meta_batch
         if cfg.augments_images:
             self.train = lambda i: augmented_episode(
@@ -409,7 +414,6 @@ class TaskSources:
                 scale=cfg.augment_scale, shear=cfg.augment_shear).to(device)
         else:
             self.train = lambda i: tr.batch(i, b).to(device)
-        self.val = lambda i: va.batch(i, self.eval_batch).to(device)
 
 
 def load_fewshot_checkpoint(

@@ -320,6 +320,14 @@ def test_val_ways_validates_on_a_split_smaller_than_the_training_ways(tmp_path, 
     plain = tmp_path / "plain"
     assert run(["train", "--budget-iterations", "1", "--out", str(plain), *TINY])[0] == 0
     assert "val_ways" not in load_checkpoint(plain / "last.pt")["config"]["extra"]["fewshot"]  # old identity
+    # test-time settings are chosen on the validation classes: evaluate --split val, at the validation ways
+    js = tmp_path / "val.json"
+    code, cap = run(["evaluate", "--checkpoint", str(out / "last.pt"), "--split", "val", "--eval-inner-steps", "2",
+                     "--test-tasks", "4", "--no-progress", "--json", str(js)], capsys)
+    assert code == 0, cap.err
+    res = json.loads(js.read_text())
+    assert res["classes"] == "val" and res["ways"] == 5 and res["test_tasks"] == 4
+    assert "5-way 1-shot" in cap.out and "over 4 val tasks" in cap.out
 
 
 @pytest.mark.parametrize("kwargs, message", [
