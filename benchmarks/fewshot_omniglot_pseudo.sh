@@ -1,47 +1,77 @@
 #!/usr/bin/env bash
 # Few-shot Omniglot benchmark with pseudo-classes: the split, augmentation and tests of
-# benchmarks/fewshot_omniglot.sh, plus extra training classes clustered from an unlabelled pool,
-# the 13,180 28x28 images of the Omniglot evaluation alphabets (omniglot28/images_evaluation.png;
-# none of them is Greek, Latin or Tagalog, the test and validation alphabets).
+# benchmarks/fewshot_omniglot.sh, plus extra training classes clustered from an unlabelled pool.
 #   1. ProtoNet for 10 CPU-minutes (the recipe of fewshot_omniglot.sh);
-#   2. its network embeds the pool; k-means makes 659 clusters (the number of evaluation
-#      characters); the 20 images nearest each centre form a class, clusters under 6 images are
-#      dropped (about 640 classes, 11,000 images; rotated copies are classes too);
-#   3. ProtoNet and MAML train for the remaining 50 CPU-minutes from the stage-1 network on the
-#      labelled and the pseudo-classes, then are tested on the usual 600 tasks.
-#   benchmarks/fewshot_omniglot_pseudo.sh [OUT]     (one thread per run)
+#   2. its network embeds the pool; k-means makes K clusters; the 20 images nearest each centre
+#      form a class, clusters under 6 images are dropped (rotated copies are classes too);
+#   3. ProtoNet, MAML 5-way and MAML 20-way (validated 17-way: Tagalog has 17 characters) train
+#      for the remaining 50 CPU-minutes from the stage-1 network on the labelled and the
+#      pseudo-classes (three processes, one thread each);
+#   4. tests on the usual 600 tasks (15 queries per class): ProtoNet at 5/20-way 1/5-shot, also
+#      with test-time shifts; MAML with the number of test inner steps that scores best on 400
+#      validation tasks (`fewshot evaluate --split val`), chosen before the test.
+# Pools: POOL is one or more paths (space-separated). The default, the 13,180 28x28 images of
+# the Omniglot evaluation alphabets (omniglot28/images_evaluation.png), has none of the test or
+# validation alphabets, K=659. The larger pool of the seventh session adds the background sheet
+# (its copies of the 4,840 labelled images, Greek, Latin and Tagalog included, are removed by
+# the toolkit before clustering):
+#   POOL="$D/images_evaluation.png $D/images_background.png" K=1381 benchmarks/fewshot_omniglot_pseudo.sh runs/p2
+#   benchmarks/fewshot_omniglot_pseudo.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="${ROOT:-../shared/data/omniglot-original}"
-POOL="${POOL:-../shared/data/omniglot28/images_evaluation.png}"
+D=../shared/data/omniglot28
+read -r -a POOLS <<< "${POOL:-$D/images_evaluation.png}"
+K="${K:-659}"
 OUT="${1:-runs/omni_pseudo}"
 FIRST="${FIRST:-600}"     # stage-1 CPU seconds
 REST="${REST:-3000}"      # stage-3 CPU seconds per learner
-if [ ! -f "$ROOT/images_background_small1.zip" ] || [ ! -f "$POOL" ]; then
-  echo "skipped: needs Omniglot at ROOT=$ROOT and the unlabelled sheet POOL=$POOL"; exit 0
+if [ ! -f "$ROOT/images_background_small1.zip" ] || [ ! -f "${POOLS[0]}" ]; then
+  echo "skipped: needs Omniglot at ROOT=$ROOT and the unlabelled sheet POOL=${POOLS[0]}"; exit 0
 fi
 MTL=.venv/bin/mtlmeta
 DATA=(--dataset omniglot --root "$ROOT" --threads 1 --no-progress --budget-clock cpu)
 AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
 PROTONET=(--algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step --schedule-iterations 6000
           --validate-every 200 --validation-tasks 200 --checkpoint-every 200)
-PSEUDO=(--pseudo-pool "$POOL" --pseudo-classes 659 --pseudo-size 20)
+MAML=(--algo maml --shots 1 --queries 5 "${AUGMENT[@]}" --schedule cosine --validate-every 100
+      --validation-tasks 100 --checkpoint-every 100)
+PSEUDO=(--pseudo-pool "${POOLS[@]}" --pseudo-classes "$K" --pseudo-size 20)
 mkdir -p "$OUT"
 $MTL fewshot train "${PROTONET[@]}" "${AUGMENT[@]}" "${DATA[@]}" --budget-seconds "$FIRST" \
   --out "$OUT/stage1" --json "$OUT/stage1.json" > "$OUT/stage1.log" 2>&1
-$MTL fewshot train "${PROTONET[@]}" "${AUGMENT[@]}" "${DATA[@]}" "${PSEUDO[@]}" --init "$OUT/stage1/best.pt" \
-  --budget-seconds "$REST" --out "$OUT/protonet" --json "$OUT/protonet.json" > "$OUT/protonet.log" 2>&1 &
-$MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 16 "${AUGMENT[@]}" --schedule cosine \
-  --schedule-iterations 3500 --validate-every 100 --validation-tasks 100 --checkpoint-every 100 "${DATA[@]}" \
-  "${PSEUDO[@]}" --init "$OUT/stage1/best.pt" --budget-seconds "$REST" \
-  --out "$OUT/maml" --json "$OUT/maml.json" > "$OUT/maml.log" 2>&1 &
+INIT=(--init "$OUT/stage1/best.pt" --budget-seconds "$REST")
+$MTL fewshot train "${PROTONET[@]}" "${AUGMENT[@]}" "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" \
+  --out "$OUT/protonet" --json "$OUT/protonet.json" > "$OUT/protonet.log" 2>&1 &
+$MTL fewshot train "${MAML[@]}" --ways 5 --meta-batch 16 --schedule-iterations 3500 "${DATA[@]}" "${PSEUDO[@]}" \
+  "${INIT[@]}" --out "$OUT/maml" --json "$OUT/maml.json" > "$OUT/maml.log" 2>&1 &
+$MTL fewshot train "${MAML[@]}" --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 "${DATA[@]}" \
+  "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/maml20" --json "$OUT/maml20.json" > "$OUT/maml20.log" 2>&1 &
 wait
+EVAL=(fewshot evaluate --queries 15 --threads 2 --no-progress --overwrite)
 for ws in "5 1" "5 5" "20 1" "20 5"; do
   set -- $ws
-  $MTL fewshot evaluate --checkpoint "$OUT/protonet/best.pt" --ways "$1" --shots "$2" --queries 15 --threads 2 \
-    --no-progress --json "$OUT/eval_protonet_${1}w${2}s.json" --overwrite
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$1" --shots "$2" \
+    --json "$OUT/eval_protonet_${1}w${2}s.json"
 done
-for s in 1 5; do
-  $MTL fewshot evaluate --checkpoint "$OUT/maml/best.pt" --shots "$s" --queries 15 --threads 2 \
-    --no-progress --json "$OUT/eval_maml_5w${s}s.json" --overwrite
+for w in 5 20; do
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
+    --json "$OUT/eval_protonet_${w}w1s_shift1.json"
+done
+accuracy() { .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$1"; }
+for run in maml maml20; do
+  best=1; best_acc=-1
+  for steps in 1 3 5 10 20 40; do
+    $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps "$steps" \
+      --json "$OUT/val_${run}_steps${steps}.json"
+    acc=$(accuracy "$OUT/val_${run}_steps${steps}.json")
+    if .venv/bin/python -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$acc" "$best_acc"; then
+      best=$steps; best_acc=$acc
+    fi
+  done
+  echo "$run: $best test inner steps chosen on validation ($best_acc)" | tee "$OUT/${run}_steps.txt"
+  for s in 1 5; do
+    $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --shots "$s" --eval-inner-steps "$best" \
+      --json "$OUT/eval_${run}_${s}s.json"
+  done
 done
