@@ -39,6 +39,7 @@ from meta.functional import (
     resolve_loss,
     select_params,
 )
+from meta.protonet import prototypes
 from mtl.backbones.base import Backbone
 from mtl.errors import ConfigError
 
@@ -298,15 +299,7 @@ class MAML(nn.Module):
     @staticmethod
     def _prototype_head(features: Tensor, sy: Tensor) -> tuple[Tensor, Tensor]:
         """Proto-MAML's head (Triantafillou et al. 2020): weight ``2 c_k``, bias ``-||c_k||^2``."""
-        if sy.is_floating_point():
-            raise ConfigError("head_init='prototypes' needs class labels, got floating-point targets")
-        ways = int(sy.max()) + 1
-        onehot = torch.nn.functional.one_hot(sy, ways).to(features.dtype)
-        counts = onehot.sum(0)
-        if bool((counts == 0).any()):
-            raise ConfigError(f"support labels must cover 0..{ways - 1}; missing "
-                              f"{(counts == 0).nonzero().flatten().tolist()}")
-        protos = onehot.T @ features / counts.unsqueeze(1)
+        protos = prototypes(features, sy)
         return 2 * protos, -(protos * protos).sum(1)
 
     def _run_task(

@@ -26,7 +26,7 @@ def test_prototype_head_ranks_classes_as_squared_distances():
     protos = torch.stack([f[sy == k].mean(0) for k in range(3)])
     q = torch.randn(5, 4, generator=g, dtype=torch.float64)
     torch.testing.assert_close((q @ w.T + b).softmax(1), (-torch.cdist(q, protos) ** 2).softmax(1))
-    with pytest.raises(ConfigError, match=r"support labels must cover 0..2; missing \[1\]"):
+    with pytest.raises(ConfigError, match=r"must contain every class 0..2; missing \[1\]"):
         MAML._prototype_head(f[:3], torch.tensor([0, 2, 2]))
 
 
