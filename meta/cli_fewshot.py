@@ -105,6 +105,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         init=getattr(args, "init", None), task_workers=getattr(args, "task_workers", 1),
         pseudo_pool=getattr(args, "pseudo_pool", None), pseudo_classes=getattr(args, "pseudo_classes", None) or 0,
         pseudo_size=getattr(args, "pseudo_size", 20), pseudo_embed=getattr(args, "pseudo_embed", None),
+        zero_head=getattr(args, "zero_head", False),
     )
 
 
@@ -292,6 +293,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init", default=None, metavar="CKPT",
                    help="start from these weights: 'fewshot pretrain' backbone.pt, a transfer checkpoint, "
                         "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
+    t.add_argument("--zero-head", action="store_true",
+                   help="MAML family: start the meta-learned head at zero (after --init), the same for "
+                        "every class (Ye & Chao 2022); one inner step then gives a prototype-like head")
     ps = t.add_argument_group("pseudo-classes (extra training classes from unlabelled images)")
     ps.add_argument("--pseudo-pool", default=None, nargs="+", metavar="PATH",
                     help="unlabelled images: .png sprite sheets of 28x28 tiles (e.g. omniglot28/"

@@ -96,6 +96,7 @@ class FewShotConfig:
     pseudo_classes: int = 0  # k-means clusters of the pool (0: none)
     pseudo_size: int = 20  # images kept per cluster, those nearest its centre
     pseudo_embed: str | None = None  # checkpoint whose network embeds the pool (default: init)
+    zero_head: bool = False  # the meta-learned head starts at zero (after init), the same for every class
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -156,6 +157,11 @@ class FewShotConfig:
         if self.pseudo_size < self.shots + self.queries and self.pseudo_pool is not None:
             raise ConfigError(f"pseudo_size={self.pseudo_size} is below shots + queries = "
                               f"{self.shots + self.queries}, the images a training episode takes from a class")
+        if not isinstance(self.zero_head, bool):
+            raise ConfigError(f"zero_head must be True or False, got {self.zero_head!r}")
+        if self.zero_head and self.algo in ANY_WAYS:
+            raise ConfigError(f"zero_head starts a meta-learned head at zero; {self.algo} has none "
+                              "(protonet: no head; protomaml: a head from the prototypes of each task)")
         if self.inner_lr is not None and not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
             raise ConfigError(f"inner_lr must be a finite number > 0, got {self.inner_lr!r}")
         if self.test_tasks < 600:
@@ -519,6 +525,24 @@ def _load_init(algo: nn.Module, ckpt: Any) -> str:
     return report.summary()
 
 
+def zero_head(algo: nn.Module) -> str:
+    """Set the meta-learned head of ``algo.model`` to zero; returns what was zeroed.
+
+    A head initialisation that is the same for every class suits N-way tasks whose class order is
+    random (Ye & Chao 2022, "How to Train Your MAML to Excel in Few-Shot Classification"); from
+    zero, one inner step of cross-entropy gives each class's weights the direction of its support
+    embeddings minus their mean, so a pre-trained trunk classifies from the first meta-iteration.
+    """
+    head = getattr(getattr(algo, "model", algo), "head", None)
+    params = dict(head.named_parameters()) if isinstance(head, nn.Module) else {}
+    if not params:
+        raise ConfigError(f"zero_head needs a model with a head; {type(algo).__name__} has none")
+    with torch.no_grad():
+        for p in params.values():
+            p.zero_()
+    return ", ".join(f"head.{n} {tuple(p.shape)}" for n, p in params.items())
+
+
 def run_fewshot(
     cfg: FewShotConfig,
     budget: Budget,
@@ -544,12 +568,16 @@ def run_fewshot(
     algo = build_algorithm(cfg, tasks.image_shape)
     if init is not None:
         log(f"--init {cfg.init}: {_load_init(algo, init)}")
+    if cfg.zero_head and not resume:
+        log(f"head starts at zero: {zero_head(algo)}")
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
     for key in ("snapshot_seconds", "download", "task_workers"):  # not part of the run's identity
         record.pop(key, None)
     if cfg.val_ways == cfg.ways:  # the identity of runs made before the option
         record.pop("val_ways")
+    if not cfg.zero_head:  # likewise
+        record.pop("zero_head")
     if cfg.pseudo_pool is None:  # runs without a pool keep the identity of runs made before the option
         for key in ("pseudo_pool", "pseudo_classes", "pseudo_size", "pseudo_embed"):
             record.pop(key)
