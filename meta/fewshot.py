@@ -463,7 +463,10 @@ def _read_init(path: str) -> Any:
         algo = state.get("algo") if isinstance(state, dict) else None
         if isinstance(algo, dict) and any(k.startswith("model.") for k in algo):  # a fewshot checkpoint
             model = {k[len("model."):]: v for k, v in algo.items() if k.startswith("model.")}
-            return NamedCheckpoint(model, {}, path)
+            extra = state.get("config", {}).get("extra", {}) if isinstance(state.get("config"), dict) else {}
+            built = extra.get("fewshot", {}) if isinstance(extra, dict) else {}
+            meta = {k: built[k] for k in ("backbone", "backbone_kwargs") if k in built}
+            return NamedCheckpoint(model, meta, path)
     return read_named_checkpoint(path)
 
 
@@ -489,8 +492,11 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
                                "image; nothing is left to cluster")
         copies = f"; {int(dropped.sum())} copies of labelled images removed first"
     stats = any(n.endswith("running_mean") for n in ckpt.state_dict)
-    net = create_backbone(cfg.backbone or "conv4", in_channels=shape[0], image_size=shape[1],
-                          track_running_stats=stats, **cfg.backbone_kwargs)
+    # the network as the checkpoint was trained (a fewshot checkpoint records it), else as this run builds it
+    name = ckpt.metadata.get("backbone") or cfg.backbone or "conv4"
+    kwargs = {k: v for k, v in ckpt.metadata.get("backbone_kwargs", cfg.backbone_kwargs).items()
+              if k not in ("in_channels", "image_size", "track_running_stats", "num_classes")}
+    net = create_backbone(name, in_channels=shape[0], image_size=shape[1], track_running_stats=stats, **kwargs)
     _load_init(net, ckpt)  # the same fit rules as --init (a head in the checkpoint is ignored)
     groups = pseudo_classes(embed_images(net, pool), cfg.pseudo_classes, size=cfg.pseudo_size,
                             min_size=cfg.shots + cfg.queries, seed=cfg.seed)

@@ -53,12 +53,12 @@ def mlp(
 class ConvBlock(nn.Sequential):
     """3x3 convolution, BatchNorm, ReLU, 2x2 max-pool: the unit of ``conv4``."""
 
-    def __init__(self, cin: int, cout: int, track_running_stats: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, track_running_stats: bool = True, pool: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
         self.norm = batch_norm_2d(cout, track_running_stats)
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
 
 
 @register_backbone("conv4")
@@ -69,19 +69,24 @@ def conv4(
     num_blocks: int = 4,
     num_classes: int | None = None,
     track_running_stats: bool = True,
+    final_pool: bool = True,
 ) -> Backbone:
     """Four blocks of [3x3 conv, BatchNorm, ReLU, 2x2 max-pool] (Vinyals et al. 2016; Finn et al. 2017).
 
     64 filters for 1x28x28 Omniglot-sized inputs; 32 filters for 3x84x84 (miniImageNet) inputs
     unless ``hidden`` says otherwise. ``track_running_stats=False`` gives MAML's BatchNorm
-    convention (batch statistics at train and test time).
+    convention (batch statistics at train and test time). ``final_pool=False`` leaves out the
+    last block's max-pool: the features are its whole map (at 28x28, 64x3x3 = 576 instead of 64),
+    at the same cost and with the same parameters.
     """
     shape = _image_shape(in_channels, image_size)
     positive_int("num_blocks", num_blocks)
     if hidden is None:
         hidden = 32 if in_channels == 3 and min(shape[1:]) >= 64 else 64
     positive_int("hidden", hidden)
-    smallest = 2**num_blocks
+    if not isinstance(final_pool, bool):
+        raise ConfigError(f"final_pool must be True or False, got {final_pool!r}")
+    smallest = 2 ** (num_blocks if final_pool else num_blocks - 1)
     if min(shape[1:]) < smallest:
         raise ConfigError(
             f"conv4 with {num_blocks} blocks needs images of at least {smallest}x{smallest}, "
@@ -91,8 +96,9 @@ def conv4(
     h, w = shape[1], shape[2]
     for i in range(num_blocks):
         cin = in_channels if i == 0 else hidden
-        trunk.add_module(f"block{i + 1}", ConvBlock(cin, hidden, track_running_stats))
-        h, w = h // 2, w // 2
+        pool = final_pool or i < num_blocks - 1
+        trunk.add_module(f"block{i + 1}", ConvBlock(cin, hidden, track_running_stats, pool))
+        h, w = (h // 2, w // 2) if pool else (h, w)
     trunk.add_module("flatten", nn.Flatten())
     return Backbone(trunk, hidden * h * w, shape, num_classes)
 
