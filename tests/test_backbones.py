@@ -50,7 +50,8 @@ def test_sinusoid_mlp_is_1_40_40_1():
 
 @pytest.mark.parametrize(
     "kwargs, shape, features",
-    [({}, (1, 28, 28), 64), ({"in_channels": 3, "image_size": 84}, (3, 84, 84), 32 * 5 * 5)],
+    [({}, (1, 28, 28), 64), ({"in_channels": 3, "image_size": 84}, (3, 84, 84), 32 * 5 * 5),
+     ({"final_pool": False}, (1, 28, 28), 64 * 3 * 3)],
 )
 def test_conv4_sizes(kwargs, shape, features):
     model = create_backbone("conv4", num_classes=5, **kwargs)
@@ -100,6 +101,8 @@ def test_maml_batchnorm_convention_has_no_running_stats():
     "name, kwargs, match",
     [
         ("conv4", {"image_size": 8}, "at least 16x16, got image_size=8x8"),
+        ("conv4", {"image_size": 4, "final_pool": False}, "at least 8x8, got image_size=4x4"),
+        ("conv4", {"final_pool": "no"}, "final_pool must be True or False, got 'no'"),
         ("resnet12", {"image_size": 10}, "at least 16x16"),
         ("conv4", {"in_channels": 0}, "in_channels must be a positive integer, got 0"),
         ("mlp", {"hidden": (40, -1)}, r"hidden\[1\] must be a positive integer, got -1"),

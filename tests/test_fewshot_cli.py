@@ -339,3 +339,43 @@ def test_val_ways_bad_values(kwargs, message):
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         FewShotConfig(**kwargs)
+
+
+def test_zero_head_starts_the_meta_learned_head_at_zero(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, cap = run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1",
+                     "--meta-lr", "1e-9", "--zero-head", "--out", str(out), *TINY], capsys)
+    assert code == 0, cap.err
+    assert "head starts at zero: head.weight (5, 8), head.bias (5,)" in cap.out
+    state = load_checkpoint(out / "last.pt")
+    assert state["algo"]["model.head.weight"].abs().max() < 1e-6
+    assert state["config"]["extra"]["fewshot"]["zero_head"] is True
+    plain = tmp_path / "plain"
+    assert run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1", "--meta-lr", "1e-9",
+                "--out", str(plain), *TINY])[0] == 0
+    state = load_checkpoint(plain / "last.pt")
+    assert state["algo"]["model.head.weight"].abs().max() > 1e-2
+    assert "zero_head" not in state["config"]["extra"]["fewshot"]  # runs without it keep their identity
+    for algo in ("protonet", "protomaml"):
+        code, cap = run(["train", "--algo", algo, "--zero-head", "--budget-iterations", "1", *TINY], capsys)
+        assert code == 2 and f"zero_head starts a meta-learned head at zero; {algo} has none" in cap.err
+
+
+def test_one_inner_step_from_a_zero_head_points_each_class_at_its_centred_support():
+    """From a zero head, one step of lr on the mean cross-entropy of a 1-shot support set gives
+    class k the weights lr / N * (f_k - mean_j f_j) and equal biases: a dot-product prototype head."""
+    from meta.fewshot import zero_head
+    from meta.maml import MAML
+    from mtl import create_backbone
+
+    torch.manual_seed(0)
+    model = create_backbone("conv4", hidden=8, num_classes=4, track_running_stats=False)
+    maml = MAML(model, inner_lr=0.3, inner_steps=1)
+    zero_head(maml)
+    sx, sy = torch.randn(4, 1, 28, 28), torch.tensor([2, 0, 3, 1])
+    predictor = maml.adapt(sx, sy)
+    f = model.forward_features(sx).flatten(1).detach()
+    centred = (f - f.mean(0)) * 0.3 / 4
+    assert torch.allclose(predictor.params["head.weight"][sy], centred, atol=1e-6)
+    bias = predictor.params["head.bias"]
+    assert torch.allclose(bias, bias[0].expand(4), atol=1e-7)

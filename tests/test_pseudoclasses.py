@@ -226,3 +226,23 @@ def test_no_cluster_large_enough_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no pseudo-classes" in err and err.count("\n") == 1
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_pool_is_embedded_by_the_network_as_its_checkpoint_built_it(tmp_path):
+    """A run whose own network differs (here conv4 without its last pooling) still clusters the
+    pool with the embedding the --init checkpoint was trained to produce."""
+    from meta.fewshot import _make_pseudo_classes
+
+    trunk = tmp_path / "trunk"
+    assert main(["fewshot", "train", "--algo", "protonet", "--budget-iterations", "2", "--out", str(trunk), *TINY]) == 0
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i, img in enumerate(make_glyphs(8, samples_per_class=6, seed=5).images):
+        _glyph_png(pool / f"{i:03d}.png", img)
+    base = dict(algo="protonet", glyph_classes=(12, 6, 6), queries=3, init=str(trunk / "best.pt"),
+                pseudo_pool=str(pool), pseudo_classes=6, pseudo_size=6)
+    same = _make_pseudo_classes(FewShotConfig(**base, backbone_kwargs={"hidden": 8}), log=lambda _: None)
+    other = _make_pseudo_classes(FewShotConfig(**base, backbone_kwargs={"hidden": 8, "final_pool": False}),
+                                 log=lambda _: None)
+    assert torch.equal(same[0], other[0])
+    assert [g.tolist() for g in same[1]] == [g.tolist() for g in other[1]]
