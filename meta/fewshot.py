@@ -592,7 +592,7 @@ def run_fewshot(
         MetaTrainerConfig(meta_lr=cfg.meta_lr, schedule=cfg.schedule, schedule_iterations=cfg.schedule_iterations,
                           validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
-                          snapshot_seconds=tuple(cfg.snapshot_seconds), validate_at_start=init is not None,
+                          snapshot_seconds=tuple(cfg.snapshot_seconds), validate_at_start=cfg.init is not None,
                           task_workers=cfg.task_workers,
                           progress=progress, extra={"fewshot": record,
                                                     "image_shape": list(tasks.image_shape or [])}),

@@ -54,6 +54,21 @@ def test_resume_reaches_the_same_result(tmp_path):
     assert resumed["accuracy"] == full["accuracy"] and resumed["meta_iterations"] == 6
 
 
+def test_resume_of_a_run_started_from_init_weights(tmp_path, protonet_checkpoint):
+    """A run that began with --init resumes (the starting weights are not loaded again) and ends
+    where the uninterrupted run ends."""
+    cfg = FewShotConfig(algo="protonet", glyph_classes=(12, 6, 6), backbone_kwargs={"hidden": 8}, queries=3,
+                        validation_tasks=4, test_tasks=6, validate_every=2, checkpoint_every=2,
+                        init=str(protonet_checkpoint))
+    quiet = {"progress": False, "log": lambda s: None}
+    full = run_fewshot(cfg, Budget(iterations=4), out_dir=tmp_path / "a", **quiet)
+    run_fewshot(cfg, Budget(iterations=2), out_dir=tmp_path / "b", **quiet)
+    resumed = run_fewshot(cfg, Budget(iterations=4), out_dir=tmp_path / "b", resume=True, **quiet)
+    a, b = _final_params(tmp_path / "a"), _final_params(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["accuracy"] == full["accuracy"] and resumed["meta_iterations"] == 4
+
+
 def test_resume_with_other_configuration_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(["train", "--algo", "fomaml", "--budget-iterations", "2", "--meta-batch", "2",
