@@ -295,7 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a state dict or safetensors file (tensors of another shape, e.g. a head, are skipped)")
     t.add_argument("--zero-head", action="store_true",
                    help="MAML family: start the meta-learned head at zero (after --init), the same for "
-                        "every class (Ye & Chao 2022); one inner step then gives a prototype-like head")
+                        "every class (Ye & Chao 2022); one inner step then gives a dot-product prototype head")
     ps = t.add_argument_group("pseudo-classes (extra training classes from unlabelled images)")
     ps.add_argument("--pseudo-pool", default=None, nargs="+", metavar="PATH",
                     help="unlabelled images: .png sprite sheets of 28x28 tiles (e.g. omniglot28/"

@@ -537,7 +537,7 @@ def zero_head(algo: nn.Module) -> str:
     A head initialisation that is the same for every class suits N-way tasks whose class order is
     random (Ye & Chao 2022, "How to Train Your MAML to Excel in Few-Shot Classification"); from
     zero, one inner step of cross-entropy gives each class's weights the direction of its support
-    embeddings minus their mean, so a pre-trained trunk classifies from the first meta-iteration.
+    embeddings minus the mean support embedding (a dot-product prototype head).
     """
     head = getattr(getattr(algo, "model", algo), "head", None)
     params = dict(head.named_parameters()) if isinstance(head, nn.Module) else {}
