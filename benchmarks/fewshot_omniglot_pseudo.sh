@@ -4,12 +4,13 @@
 #   1. ProtoNet for 10 CPU-minutes (the recipe of fewshot_omniglot.sh);
 #   2. its network embeds the pool; k-means makes K clusters; the 20 images nearest each centre
 #      form a class, clusters under 6 images are dropped (rotated copies are classes too);
-#   3. ProtoNet, MAML 5-way and MAML 20-way (validated 17-way: Tagalog has 17 characters) train
-#      for the remaining 50 CPU-minutes from the stage-1 network on the labelled and the
-#      pseudo-classes (three processes, one thread each);
+#   3. ProtoNet, MAML 5-way, MAML 20-way and Proto-MAML 20-way (the 20-way runs validated 17-way:
+#      Tagalog has 17 characters) train for the remaining 50 CPU-minutes from the stage-1 network
+#      on the labelled and the pseudo-classes (four processes, one thread each);
 #   4. tests on the usual 600 tasks (15 queries per class): ProtoNet at 5/20-way 1/5-shot, also
-#      with test-time shifts; MAML with the number of test inner steps that scores best on 400
-#      validation tasks (`fewshot evaluate --split val`), chosen before the test.
+#      with test-time shifts; the MAML family with the number of test inner steps that scores
+#      best on 400 validation tasks (`fewshot evaluate --split val`), chosen before the test
+#      (Proto-MAML, trained 20-way, is also tested 5-way: its head comes from the support set).
 # Pools: POOL is one or more paths (space-separated). The default, the 13,180 28x28 images of
 # the Omniglot evaluation alphabets (omniglot28/images_evaluation.png), has none of the test or
 # validation alphabets, K=659. The larger pool of the seventh session adds the background sheet
@@ -47,6 +48,9 @@ $MTL fewshot train "${MAML[@]}" --ways 5 --meta-batch 16 --schedule-iterations 3
   "${INIT[@]}" --out "$OUT/maml" --json "$OUT/maml.json" > "$OUT/maml.log" 2>&1 &
 $MTL fewshot train "${MAML[@]}" --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 "${DATA[@]}" \
   "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/maml20" --json "$OUT/maml20.json" > "$OUT/maml20.log" 2>&1 &
+$MTL fewshot train "${MAML[@]}" --algo protomaml --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 \
+  "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/protomaml20" --json "$OUT/protomaml20.json" \
+  > "$OUT/protomaml20.log" 2>&1 &
 wait
 EVAL=(fewshot evaluate --queries 15 --threads 2 --no-progress --overwrite)
 for ws in "5 1" "5 5" "20 1" "20 5"; do
@@ -59,7 +63,8 @@ for w in 5 20; do
     --json "$OUT/eval_protonet_${w}w1s_shift1.json"
 done
 accuracy() { .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$1"; }
-for run in maml maml20; do
+declare -A TESTS=([maml]="5:1 5:5" [maml20]="20:1 20:5" [protomaml20]="20:1 5:1 5:5 20:5")
+for run in maml maml20 protomaml20; do
   best=1; best_acc=-1
   for steps in 1 3 5 10 20 40; do
     $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps "$steps" \
@@ -70,8 +75,9 @@ for run in maml maml20; do
     fi
   done
   echo "$run: $best test inner steps chosen on validation ($best_acc)" | tee "$OUT/${run}_steps.txt"
-  for s in 1 5; do
-    $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --shots "$s" --eval-inner-steps "$best" \
-      --json "$OUT/eval_${run}_${s}s.json"
+  for ws in ${TESTS[$run]}; do
+    w=${ws%:*}; s=${ws#*:}
+    $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --ways "$w" --shots "$s" --eval-inner-steps "$best" \
+      --json "$OUT/eval_${run}_${w}w${s}s.json"
   done
 done
