@@ -35,7 +35,7 @@ DATA=(--dataset omniglot --root "$ROOT" --threads 1 --no-progress --budget-clock
 AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
 PROTONET=(--algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step --schedule-iterations 6000
           --validate-every 200 --validation-tasks 200 --checkpoint-every 200)
-MAML=(--algo maml --shots 1 --queries 5 "${AUGMENT[@]}" --schedule cosine --validate-every 100
+MAML=(--shots 1 --queries 5 "${AUGMENT[@]}" --schedule cosine --validate-every 100
       --validation-tasks 100 --checkpoint-every 100)
 PSEUDO=(--pseudo-pool "${POOLS[@]}" --pseudo-classes "$K" --pseudo-size 20)
 mkdir -p "$OUT"
@@ -44,11 +44,11 @@ $MTL fewshot train "${PROTONET[@]}" "${AUGMENT[@]}" "${DATA[@]}" --budget-second
 INIT=(--init "$OUT/stage1/best.pt" --budget-seconds "$REST")
 $MTL fewshot train "${PROTONET[@]}" "${AUGMENT[@]}" "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" \
   --out "$OUT/protonet" --json "$OUT/protonet.json" > "$OUT/protonet.log" 2>&1 &
-$MTL fewshot train "${MAML[@]}" --ways 5 --meta-batch 16 --schedule-iterations 3500 "${DATA[@]}" "${PSEUDO[@]}" \
+$MTL fewshot train --algo maml "${MAML[@]}" --ways 5 --meta-batch 16 --schedule-iterations 3500 "${DATA[@]}" "${PSEUDO[@]}" \
   "${INIT[@]}" --out "$OUT/maml" --json "$OUT/maml.json" > "$OUT/maml.log" 2>&1 &
-$MTL fewshot train "${MAML[@]}" --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 "${DATA[@]}" \
+$MTL fewshot train --algo maml "${MAML[@]}" --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 "${DATA[@]}" \
   "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/maml20" --json "$OUT/maml20.json" > "$OUT/maml20.log" 2>&1 &
-$MTL fewshot train "${MAML[@]}" --algo protomaml --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 \
+$MTL fewshot train --algo protomaml "${MAML[@]}" --ways 20 --val-ways 17 --meta-batch 8 --schedule-iterations 1400 \
   "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/protomaml20" --json "$OUT/protomaml20.json" \
   > "$OUT/protomaml20.log" 2>&1 &
 wait
