@@ -16,7 +16,7 @@ task and ``outer_loss`` for the meta-update:
 
 from meta.evaluation import confused_pairs, evaluate, mean_confidence_interval
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoMAML
-from meta.protonet import ProtoNet
+from meta.protonet import EmbeddingEnsemble, ProtoNet
 from meta.reptile import Reptile
 from meta.selftrain import OnlineConfig, SelfTrainConfig, pseudo_label_online, select_pseudo_labels, self_train
 from meta.trainer import MetaTrainer, MetaTrainerConfig
@@ -30,6 +30,7 @@ __all__ = [
     "MetaTrainer",
     "MetaTrainerConfig",
     "ProtoMAML",
+    "EmbeddingEnsemble",
     "ProtoNet",
     "Reptile",
     "OnlineConfig",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import torch
 
-from meta.fewshot import ALGORITHMS, ANY_WAYS, DATASETS, FewShotConfig, run_fewshot
+from meta.fewshot import ALGORITHMS, ANY_WAYS, DATASETS, FewShotConfig, load_fewshot_checkpoints, run_fewshot
 from mtl.cli import (
     add_training_args,
     integer_arg,
@@ -184,17 +185,29 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_checkpoints(paths: list[str], device: Any) -> Any:
+    """``--checkpoint``: one checkpoint of any algorithm, or several ProtoNets used as one ensemble."""
+    if len(paths) > 1:
+        print(f"ensemble of {len(paths)} ProtoNet checkpoints: their embeddings concatenated "
+              "(logits summed)", file=sys.stderr)
+    return load_fewshot_checkpoints(paths, device)
+
+
+def _checkpoint_record(paths: list[str]) -> str | list[str]:
+    return str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from meta.evaluation import confused_pairs, evaluate
-    from meta.fewshot import TaskSources, load_fewshot_checkpoint
+    from meta.fewshot import TaskSources
     from mtl.utils import resolve_device
 
     _single_process("evaluate")
     check_new_output(args.json, args.overwrite, what="--json")
     device = resolve_device(args.device)
-    cfg, algo, _ = load_fewshot_checkpoint(args.checkpoint, device)
+    cfg, algo, _ = _load_checkpoints(args.checkpoint, device)
     changes = {k: getattr(args, k) for k in ("ways", "shots", "queries", "eval_inner_steps", "root")
                if getattr(args, k) is not None}
     if "ways" in changes and changes["ways"] != cfg.ways and cfg.algo not in ANY_WAYS:
@@ -223,7 +236,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     res = {"algorithm": cfg.algo, "dataset": test_cfg.dataset, "backbone": test_cfg.backbone,
            "ways": ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
-           "tasks_per_second": result["tasks_per_second"], "checkpoint": str(args.checkpoint),
+           "tasks_per_second": result["tasks_per_second"], "checkpoint": _checkpoint_record(args.checkpoint),
            "split": tasks.note, "classes": args.split, "meta_iterations": None, "train_seconds": 0.0,
            "test_shift": args.test_shift}
     metric = "mse" if test_cfg.is_regression else "accuracy"
@@ -245,12 +258,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from meta.fewshot import load_fewshot_checkpoint
     from meta.images import load_query_folder, load_support_folder
 
     _single_process("predict")
     check_new_output(args.json, args.overwrite, what="--json")
-    cfg, algo, image_shape = load_fewshot_checkpoint(args.checkpoint)
+    cfg, algo, image_shape = _load_checkpoints(args.checkpoint, "cpu")
     if cfg.dataset == "sinusoid" or image_shape is None:
         raise ConfigError("predict works on image classifiers; this checkpoint is a sinusoid regressor")
     algo.eval()
@@ -273,7 +285,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['file']:<{width}}  {r['class']}  {r['probability']:.3f}")
     if args.json:
-        atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "classes": class_names,
+        atomic_write_text(args.json, json.dumps({"checkpoint": _checkpoint_record(args.checkpoint),
+                                                 "classes": class_names,
                                                  "predictions": rows}, indent=2) + "\n")
     return 0
 
@@ -327,7 +340,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_cmd_benchmark)
 
     e = fsub.add_parser("evaluate", help="test a trained checkpoint on held-out tasks (other ways/shots too)")
-    e.add_argument("--checkpoint", required=True, help="best.pt or last.pt of 'fewshot train'")
+    e.add_argument("--checkpoint", required=True, nargs="+", metavar="PATH",
+                   help="best.pt or last.pt of 'fewshot train'; several ProtoNet checkpoints are tested as "
+                        "one ensemble (embeddings concatenated: the members' logits summed)")
     e.add_argument("--ways", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--shots", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--queries", type=positive_int_arg, default=None, help="default: as trained")
@@ -350,7 +365,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_evaluate)
 
     p = fsub.add_parser("predict", help="adapt a trained model to your support folder; label your queries")
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of 'fewshot train'")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="PATH",
+                   help="best.pt or last.pt of 'fewshot train'; several ProtoNet checkpoints act as one "
+                        "ensemble (as in 'fewshot evaluate')")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class")
     p.add_argument("--query", required=True, help="folder of query images")
     p.add_argument("--invert", default="auto", choices=("auto", "yes", "no"),

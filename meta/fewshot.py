@@ -20,7 +20,7 @@ from torch import nn
 
 from meta.evaluation import evaluate
 from meta.maml import ANIL, FOMAML, MAML, MAMLPlusPlus, MetaSGD, ProtoMAML
-from meta.protonet import ProtoNet
+from meta.protonet import EmbeddingEnsemble, ProtoNet
 from meta.reptile import Reptile
 from meta.trainer import MetaTrainer, MetaTrainerConfig
 from mtl.backbones import create_backbone
@@ -446,6 +446,34 @@ def load_fewshot_checkpoint(
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit its own configuration: {exc}") from exc
     return cfg, algo.to(device), image_shape
+
+
+def load_fewshot_checkpoints(
+    paths: list[str] | tuple[str, ...], device: torch.device | str = "cpu"
+) -> tuple[FewShotConfig, nn.Module, tuple[int, ...] | None]:
+    """One ``fewshot train`` checkpoint, or one ProtoNet over the embeddings of several ProtoNet checkpoints.
+
+    The members' embeddings are concatenated (:class:`meta.protonet.EmbeddingEnsemble`), so the
+    logits are the sum of the members' logits. All checkpoints must be ProtoNets on the same
+    dataset and image shape; the returned config is the first one's. One path returns that
+    checkpoint as :func:`load_fewshot_checkpoint` does, whatever its algorithm.
+    """
+    if not paths:
+        raise ConfigError("checkpoints: give at least one")
+    if len(set(map(str, paths))) != len(paths):
+        raise ConfigError(f"checkpoints: each may be given once, got {[str(p) for p in paths]}")
+    loaded = [load_fewshot_checkpoint(p, device) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    cfg0, _, shape0 = loaded[0]
+    for p, (cfg, _, shape) in zip(paths, loaded):
+        if cfg.algo != "protonet":
+            raise ConfigError(f"an ensemble of checkpoints must be ProtoNets; {str(p)!r} is {cfg.algo}")
+        if (cfg.dataset, shape) != (cfg0.dataset, shape0):
+            raise ConfigError(f"an ensemble's checkpoints must share dataset and image shape; {str(p)!r} has "
+                              f"{cfg.dataset} {shape}, {str(paths[0])!r} has {cfg0.dataset} {shape0}")
+    members = [algo.model for _, algo, _ in loaded]
+    return cfg0, ProtoNet(EmbeddingEnsemble(members)).to(device), shape0
 
 
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # MAML's BatchNorm keeps none

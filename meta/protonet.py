@@ -16,7 +16,7 @@ from torch.func import functional_call
 from meta.functional import AdaptedPredictor, as_float, check_task_batch, forward_plan
 from mtl.errors import ConfigError
 
-__all__ = ["ProtoNet", "prototypes", "prototype_logits"]
+__all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits"]
 
 _DISTANCES = ("euclidean", "cosine")
 
@@ -55,6 +55,44 @@ def prototype_logits(
     if distance == "cosine":
         return cosine_scale * F.normalize(queries, dim=-1) @ F.normalize(protos, dim=-1).t()
     raise ConfigError(f"distance must be one of {list(_DISTANCES)}, got {distance!r}")
+
+
+class EmbeddingEnsemble(nn.Module):
+    """Several embedding networks as one: the concatenation of their flattened outputs.
+
+    Under a :class:`ProtoNet` with the squared Euclidean distance, the distance between two
+    concatenated embeddings is the sum of the members' distances, so the ensemble's logits are
+    the sum of the members' logits: the class probabilities are the normalised product of the
+    members' (a product of experts; Dvornik et al. 2019, "Diversity with Cooperation", study
+    ensembles of few-shot embeddings and average probabilities instead). Members keep their
+    own modes and BatchNorm statistics; each runs through its forward plan when it has one.
+
+    Args:
+        members: the embedding networks (headless registry backbones, at least one). They must
+            take the same input; their outputs may differ in size.
+    """
+
+    def __init__(self, members: list[nn.Module] | tuple[nn.Module, ...]) -> None:
+        super().__init__()
+        if not isinstance(members, (list, tuple)) or not members:
+            raise ConfigError(f"members must be a non-empty list of embedding networks, got {members!r}")
+        for i, m in enumerate(members):
+            if not isinstance(m, nn.Module):
+                raise ConfigError(f"members[{i}] must be a torch.nn.Module, got {type(m).__name__}")
+            if getattr(m, "head", None) is not None:
+                raise ConfigError(f"members[{i}] must be a headless embedding network, got a head with "
+                                  f"{getattr(m, 'num_classes', '?')} outputs")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = []
+        for m in self.members:
+            plan = forward_plan(m)
+            if plan is not None:  # named_parameters() are functional_call's when called under it
+                outs.append(plan(dict(m.named_parameters()), x, running_stats="module").flatten(1))
+            else:
+                outs.append(m(x).flatten(1))
+        return torch.cat(outs, dim=1)
 
 
 class ProtoNet(nn.Module):
