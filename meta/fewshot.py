@@ -540,9 +540,10 @@ def _make_pseudo_classes(cfg: FewShotConfig, log: Callable[[str], None]) -> Pseu
 
 def _load_init(algo: nn.Module, ckpt: Any) -> str:
     """Copy the matching tensors of ``ckpt`` into ``algo.model``; a head of another shape keeps its init."""
-    from mtl.transfer.checkpoints import load_partial
+    from mtl.transfer.checkpoints import check_init_backbone, load_partial
 
     model = getattr(algo, "model", algo)
+    check_init_backbone(model, ckpt)
     try:
         report = load_partial(model, ckpt, on_shape_mismatch="skip")
     except ConfigError as exc:

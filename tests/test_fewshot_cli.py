@@ -231,6 +231,12 @@ def test_train_from_init_weights(tmp_path, protonet_checkpoint, capsys):
                          "--out", str(tmp_path / "bad"), *TINY], capsys)
         assert code == 2 and message in cap.err, cap.err
         assert not (tmp_path / "bad" / "last.pt").exists()
+    # a checkpoint of another registry backbone: refused by name, with the option that fits it
+    code, cap = run(["train", "--algo", "protonet", "--budget-iterations", "1", "--init", str(protonet_checkpoint),
+                     "--out", str(tmp_path / "bad"), *TINY, "--backbone", "resnet12", "--backbone-kwargs", "{}"],
+                    capsys)
+    assert code == 2 and "holds a 'conv4' backbone" in cap.err and "pass --backbone conv4" in cap.err, cap.err
+    assert "check_backbone" not in cap.err and not (tmp_path / "bad" / "last.pt").exists()
 
 
 def test_evaluate_maml_at_other_ways_is_refused(tmp_path, capsys):

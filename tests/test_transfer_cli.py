@@ -39,7 +39,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert main(["transfer", "run", *FAST, "--init", str(src), "--restore", ".*", "--hidden", "8"]) == 2
     assert "shape mismatch for features.block1.conv.weight" in capsys.readouterr().err
     assert main(["transfer", "run", *FAST, "--init", str(src), "--backbone", "mlp"]) == 2
-    assert "'conv4' backbone" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'conv4' backbone" in err and "pass --backbone conv4" in err and "check_backbone" not in err
     assert main(["transfer", "inspect", str(src), "--pattern", "nothing"]) == 2
     assert "matches no tensor" in capsys.readouterr().err
     with pytest.raises(SystemExit):

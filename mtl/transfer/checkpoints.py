@@ -31,7 +31,9 @@ __all__ = [
     "FORMAT",
     "NamedCheckpoint",
     "PartialLoad",
+    "backbone_mismatch",
     "build_from_checkpoint",
+    "check_init_backbone",
     "load_partial",
     "model_metadata",
     "read_named_checkpoint",
@@ -155,6 +157,31 @@ class PartialLoad:
 ON_MISMATCH = ("error", "skip")
 
 
+def backbone_mismatch(model: nn.Module, ckpt: NamedCheckpoint) -> str | None:
+    """Why ``ckpt`` holds another registry backbone than ``model``, or ``None`` when it does not.
+
+    Compares the checkpoint's recorded ``backbone`` with ``model.backbone_name``; a checkpoint
+    or model that does not name one is never a mismatch. The reason names both, e.g.
+    ``"holds a 'resnet12' backbone ({...}), but the model is a 'conv4'"``.
+    """
+    theirs = ckpt.metadata.get("backbone")
+    ours = getattr(model, "backbone_name", None)
+    if theirs and ours and theirs != ours:
+        return f"holds a {theirs!r} backbone ({ckpt.metadata.get('backbone_kwargs')}), but the model is a {ours!r}"
+    return None
+
+
+def check_init_backbone(model: nn.Module, ckpt: NamedCheckpoint, option: str = "--init") -> None:
+    """For command lines: refuse a starting checkpoint of another registry backbone than ``model``.
+
+    Raises :class:`ConfigError` naming both backbones and the ``--backbone`` that would fit.
+    """
+    mismatch = backbone_mismatch(model, ckpt)
+    if mismatch:
+        raise ConfigError(f"{option} {ckpt.path!r} {mismatch.replace('the model', 'this run')}: pass --backbone "
+                          f"{ckpt.metadata['backbone']} (with the same --backbone-kwargs) to start from it")
+
+
 def load_partial(model: nn.Module, source: str | os.PathLike | NamedCheckpoint, pattern: str = ".*", *,
                  on_shape_mismatch: str = "error", check_backbone: bool = True, strict: bool = False) -> PartialLoad:
     """Restore into ``model`` only the checkpoint tensors whose names match ``pattern`` (``re.search``).
@@ -174,12 +201,9 @@ def load_partial(model: nn.Module, source: str | os.PathLike | NamedCheckpoint, 
         raise ConfigError(f"on_shape_mismatch must be one of {', '.join(ON_MISMATCH)}, got {on_shape_mismatch!r}")
     ckpt = source if isinstance(source, NamedCheckpoint) else read_named_checkpoint(source)
     where = f"checkpoint {ckpt.path!r}" if ckpt.path else "checkpoint"
-    theirs = ckpt.metadata.get("backbone")
-    ours = getattr(model, "backbone_name", None)
-    if check_backbone and theirs and ours and theirs != ours:
-        raise CheckpointError(f"{where} holds a {theirs!r} backbone ({ckpt.metadata.get('backbone_kwargs')}), "
-                              f"but the model is a {ours!r}; pass check_backbone=False to restore matching "
-                              "names anyway")
+    mismatch = backbone_mismatch(model, ckpt) if check_backbone else None
+    if mismatch:
+        raise CheckpointError(f"{where} {mismatch}; pass check_backbone=False to restore matching names anyway")
     regex: re.Pattern[str] = _compile(pattern)
     target = model.state_dict()
     report = PartialLoad(pattern)

@@ -53,6 +53,7 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
         save_named_checkpoint,
         trunk_layers,
     )
+    from mtl.transfer.checkpoints import check_init_backbone, read_named_checkpoint
     from mtl.transfer.problems import make_transfer_problem
     from mtl.transfer.regimes import distance_extractor, get_rule
     from mtl.utils import check_new_output, resolve_device, seed_everything
@@ -76,7 +77,9 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     restore_report = None
     start = time.perf_counter()
     if args.init:
-        restore_report = load_partial(model, args.init, args.restore or r"^features\.",
+        init = read_named_checkpoint(args.init)
+        check_init_backbone(model, init)
+        restore_report = load_partial(model, init, args.restore or r"^features\.",
                                       on_shape_mismatch="skip" if args.restore is None else "error")
         print(f"restored from {args.init}: {restore_report.summary()}")
         source_info: dict[str, Any] = {"restored_from": args.init, "restore": restore_report.as_dict()}
