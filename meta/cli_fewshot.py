@@ -78,7 +78,8 @@ def _class_counts(text: str) -> tuple[int, int, int]:
 def _add_algo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("algorithm")
     g.add_argument("--meta-batch", type=positive_int_arg, default=None, help="tasks per meta-update")
-    g.add_argument("--inner-steps", type=positive_int_arg, default=1, help="inner steps while training")
+    g.add_argument("--inner-steps", type=positive_int_arg, default=None,
+                   help="inner steps while training (default 5 for mamlpp, else 1)")
     g.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="inner steps at test")
     g.add_argument("--inner-lr", type=positive_float_arg, default=None, help="inner-loop step size")
     g.add_argument("--meta-lr", type=positive_float_arg, default=1e-3, help="Adam learning rate (outer loop)")
@@ -86,6 +87,12 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
                    help="meta learning-rate schedule (default constant)")
     g.add_argument("--schedule-iterations", type=positive_int_arg, default=10_000, metavar="N",
                    help="cosine: decay to 0 over N iterations; step: halve every N/3 (default 10000)")
+    g.add_argument("--msl-iterations", type=positive_int_arg, default=None, metavar="N",
+                   help="mamlpp: anneal the multi-step loss towards the last step's over N meta-iterations "
+                        "(default: a tenth of --schedule-iterations)")
+    g.add_argument("--first-order-until", type=integer_arg, default=None, metavar="N",
+                   help="mamlpp: first-order meta-gradients before meta-iteration N, second order after "
+                        "(default: a third of --schedule-iterations; 0: second order throughout)")
     g.add_argument("--task-workers", type=positive_int_arg, default=1, metavar="N",
                    help="MAML family: run a meta-batch's tasks on N threads, --threads split between them "
                         "(faster on several cores, N task graphs in memory; default 1)")
@@ -107,6 +114,8 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         pseudo_pool=getattr(args, "pseudo_pool", None), pseudo_classes=getattr(args, "pseudo_classes", None) or 0,
         pseudo_size=getattr(args, "pseudo_size", 20), pseudo_embed=getattr(args, "pseudo_embed", None),
         zero_head=getattr(args, "zero_head", False),
+        msl_iterations=getattr(args, "msl_iterations", None),
+        first_order_until=getattr(args, "first_order_until", None),
     )
 
 
@@ -329,7 +338,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--batch-size", type=positive_int_arg, default=128, help="images per step (default 128)")
     pre.add_argument("--lr", type=positive_float_arg, default=1e-3,
                      help="Adam learning rate, decayed to 0 by a cosine over the budget (default 1e-3)")
-    pre.set_defaults(func=_cmd_pretrain, meta_batch=None, inner_steps=1, eval_inner_steps=None, inner_lr=None,
+    pre.set_defaults(func=_cmd_pretrain, meta_batch=None, inner_steps=None, eval_inner_steps=None, inner_lr=None,
                      meta_lr=1e-3, schedule="constant", schedule_iterations=10_000)
 
     b = fsub.add_parser("benchmark", help="train and test several algorithms side by side: table and plot")

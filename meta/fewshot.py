@@ -72,7 +72,7 @@ class FewShotConfig:
     shots: int = 1
     queries: int = 15
     meta_batch: int | None = None
-    inner_steps: int = 1
+    inner_steps: int | None = None  # default: 5 for mamlpp (MAML++), 1 for the rest
     eval_inner_steps: int | None = None
     inner_lr: float | None = None
     meta_lr: float = 1e-3
@@ -97,6 +97,8 @@ class FewShotConfig:
     pseudo_size: int = 20  # images kept per cluster, those nearest its centre
     pseudo_embed: str | None = None  # checkpoint whose network embeds the pool (default: init)
     zero_head: bool = False  # the meta-learned head starts at zero (after init), the same for every class
+    msl_iterations: int | None = None  # mamlpp: multi-step loss annealed over N iterations (schedule_iterations / 10)
+    first_order_until: int | None = None  # mamlpp: first order before iteration N (schedule_iterations / 3)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -106,10 +108,18 @@ class FewShotConfig:
         if self.dataset == "sinusoid" and self.algo in ANY_WAYS:
             raise ConfigError(f"algo {self.algo!r} classifies; it cannot run on the regression dataset 'sinusoid'")
         for name in ("ways", "shots", "inner_steps", "validate_every", "validation_tasks", "test_tasks",
-                     "checkpoint_every"):
+                     "checkpoint_every", "msl_iterations"):
             value = getattr(self, name)
+            if value is None and name in ("inner_steps", "msl_iterations"):
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.first_order_until is not None and (isinstance(self.first_order_until, bool) or not isinstance(
+                self.first_order_until, int) or self.first_order_until < 0):
+            raise ConfigError(f"first_order_until must be an integer >= 0, got {self.first_order_until!r}")
+        for name in ("msl_iterations", "first_order_until"):
+            if getattr(self, name) is not None and self.algo != "mamlpp":
+                raise ConfigError(f"{name} is a MAML++ setting (algo 'mamlpp'), got algo {self.algo!r}")
         if self.val_ways is not None and (isinstance(self.val_ways, bool) or not isinstance(self.val_ways, int)
                                           or not 2 <= self.val_ways):
             raise ConfigError(f"val_ways must be an integer >= 2, got {self.val_ways!r}")
@@ -188,8 +198,16 @@ class FewShotConfig:
             cfg.val_ways = cfg.ways
         if cfg.meta_batch is None:
             cfg.meta_batch = {"protonet": 1, "reptile": 5}.get(cfg.algo, 25 if cfg.is_regression else 16)
+        if cfg.inner_steps is None:
+            cfg.inner_steps = 5 if cfg.algo == "mamlpp" else 1
+        if cfg.algo == "mamlpp":  # Antoniou et al. 2019: MSL early in training, first order for its first third
+            if cfg.msl_iterations is None:
+                cfg.msl_iterations = max(1, cfg.schedule_iterations // 10)
+            if cfg.first_order_until is None:
+                cfg.first_order_until = cfg.schedule_iterations // 3
         if cfg.inner_lr is None:
-            cfg.inner_lr = {"reptile": 0.1, "metasgd": 0.1}.get(cfg.algo, 0.01 if cfg.is_regression else 0.4)
+            cfg.inner_lr = {"reptile": 0.1, "metasgd": 0.1, "mamlpp": 0.1}.get(
+                cfg.algo, 0.01 if cfg.is_regression else 0.4)
             if cfg.algo == "reptile" and cfg.is_regression:
                 cfg.inner_lr = 0.02
         if cfg.eval_inner_steps is None:
@@ -218,8 +236,10 @@ def build_algorithm(cfg: FewShotConfig, image_shape: tuple[int, ...] | None = No
     model = create_backbone(cfg.backbone, num_classes=outputs, track_running_stats=False, **kwargs) \
         if cfg.backbone != "mlp" else create_backbone(cfg.backbone, num_classes=outputs, **kwargs)
     loss = "mse" if cfg.is_regression else "cross_entropy"
-    common = {"inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
-              "eval_inner_steps": cfg.eval_inner_steps, "loss": loss}
+    common: dict[str, Any] = {"inner_lr": cfg.inner_lr, "inner_steps": cfg.inner_steps,
+                              "eval_inner_steps": cfg.eval_inner_steps, "loss": loss}
+    if cfg.algo == "mamlpp":
+        common.update(msl_iterations=cfg.msl_iterations, first_order_until=cfg.first_order_until)
     return ALGORITHMS[cfg.algo](model, **common)
 
 
@@ -613,6 +633,9 @@ def run_fewshot(
         record.pop("val_ways")
     if not cfg.zero_head:  # likewise
         record.pop("zero_head")
+    if cfg.algo != "mamlpp":  # likewise
+        record.pop("msl_iterations")
+        record.pop("first_order_until")
     if cfg.pseudo_pool is None:  # runs without a pool keep the identity of runs made before the option
         for key in ("pseudo_pool", "pseudo_classes", "pseudo_size", "pseudo_embed"):
             record.pop(key)
@@ -632,6 +655,10 @@ def run_fewshot(
         trainer.resume(out / "last.pt")
         log(f"resumed from {out / 'last.pt'} at iteration {trainer.iteration}")
     log(f"{cfg.algo} on {tasks.note}; {cfg.ways}-way {cfg.shots}-shot, backbone {cfg.backbone}, device {dev}")
+    if cfg.algo == "mamlpp":
+        log(f"MAML++: {cfg.inner_steps} inner steps from lr {cfg.inner_lr} (learned per layer and step), "
+            f"multi-step loss annealed over {cfg.msl_iterations} iterations, first order before iteration "
+            f"{cfg.first_order_until}")
     cpu_start = time.process_time()
     summary = trainer.fit(budget)
     train_cpu_seconds = time.process_time() - cpu_start

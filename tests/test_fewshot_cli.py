@@ -400,3 +400,37 @@ def test_one_inner_step_from_a_zero_head_points_each_class_at_its_centred_suppor
     assert torch.allclose(predictor.params["head.weight"][sy], centred, atol=1e-6)
     bias = predictor.params["head.bias"]
     assert torch.allclose(bias, bias[0].expand(4), atol=1e-7)
+
+
+def test_mamlpp_defaults_follow_the_length_of_training():
+    from meta.fewshot import build_algorithm
+
+    cfg = FewShotConfig(algo="mamlpp", schedule_iterations=300).resolved()
+    assert (cfg.inner_steps, cfg.inner_lr, cfg.msl_iterations, cfg.first_order_until) == (5, 0.1, 30, 100)
+    algo = build_algorithm(cfg, (1, 28, 28))
+    assert (algo.inner_steps, algo.msl_iterations, algo.first_order_until) == (5, 30, 100)
+    assert algo.learn_inner_lr == "per_layer_per_step" and algo.per_step_bn and algo.multi_step_loss
+    mine = FewShotConfig(algo="mamlpp", inner_steps=2, msl_iterations=7, first_order_until=0).resolved()
+    assert (mine.inner_steps, mine.msl_iterations, mine.first_order_until) == (2, 7, 0)
+    plain = FewShotConfig(algo="maml").resolved()
+    assert (plain.inner_steps, plain.inner_lr, plain.msl_iterations, plain.first_order_until) == (1, 0.4, None, None)
+
+
+def test_mamlpp_run_records_its_settings_and_others_keep_their_identity(tmp_path, capsys):
+    out = tmp_path / "pp"
+    code, cap = run(["train", "--algo", "mamlpp", "--budget-iterations", "2", "--meta-batch", "1", "--inner-steps",
+                     "2", "--msl-iterations", "4", "--first-order-until", "1", "--out", str(out), *TINY], capsys)
+    assert code == 0, cap.err
+    record = load_checkpoint(out / "last.pt")["config"]["extra"]["fewshot"]
+    assert (record["inner_steps"], record["msl_iterations"], record["first_order_until"]) == (2, 4, 1)
+    plain = tmp_path / "fo"
+    assert run(["train", "--algo", "fomaml", "--budget-iterations", "1", "--meta-batch", "1",
+                "--out", str(plain), *TINY])[0] == 0
+    record = load_checkpoint(plain / "last.pt")["config"]["extra"]["fewshot"]
+    assert "msl_iterations" not in record and "first_order_until" not in record and record["inner_steps"] == 1
+    for flag, value in (("--msl-iterations", "5"), ("--first-order-until", "5")):
+        code, cap = run(["train", "--algo", "maml", flag, value, "--budget-iterations", "1", *TINY], capsys)
+        assert code == 2 and "is a MAML++ setting (algo 'mamlpp'), got algo 'maml'" in cap.err, cap.err
+    code, cap = run(["train", "--algo", "mamlpp", "--first-order-until", "-1", "--budget-iterations", "1", *TINY],
+                    capsys)
+    assert code == 2 and "first_order_until must be an integer >= 0, got -1" in cap.err, cap.err
