@@ -200,7 +200,7 @@ class FewShotConfig:
             cfg.meta_batch = {"protonet": 1, "reptile": 5}.get(cfg.algo, 25 if cfg.is_regression else 16)
         if cfg.inner_steps is None:
             cfg.inner_steps = 5 if cfg.algo == "mamlpp" else 1
-        if cfg.algo == "mamlpp":  # Antoniou et al. 2019: MSL early in training, first order for its first third
+        if cfg.algo == "mamlpp":  # MAML++ schedules scaled to the run: MSL its first tenth, first order its first third
             if cfg.msl_iterations is None:
                 cfg.msl_iterations = max(1, cfg.schedule_iterations // 10)
             if cfg.first_order_until is None:
