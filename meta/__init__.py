@@ -6,7 +6,8 @@ task and ``outer_loss`` for the meta-update:
 - :class:`MAML` (Finn et al. 2017), :class:`FOMAML`, :class:`MetaSGD` (Li et al. 2017),
   :class:`ANIL` (Raghu et al. 2020), :class:`MAMLPlusPlus` (Antoniou et al. 2019),
   :class:`ProtoMAML` (Triantafillou et al. 2020);
-- :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017);
+- :class:`Reptile` (Nichol et al. 2018); :class:`ProtoNet` (Snell et al. 2017), with
+  :class:`EmbeddingEnsemble` to use several embedding networks as one;
 - :func:`self_train` and :func:`pseudo_label_online` (self-training with pseudo-labels);
 - :class:`MetaTrainer` for the outer loop and :func:`evaluate` for the papers' protocol
   (600 held-out tasks, mean accuracy with a 95% confidence interval), :func:`confused_pairs`
@@ -23,6 +24,7 @@ from meta.trainer import MetaTrainer, MetaTrainerConfig
 
 __all__ = [
     "ANIL",
+    "EmbeddingEnsemble",
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",
@@ -30,7 +32,6 @@ __all__ = [
     "MetaTrainer",
     "MetaTrainerConfig",
     "ProtoMAML",
-    "EmbeddingEnsemble",
     "ProtoNet",
     "Reptile",
     "OnlineConfig",
