@@ -656,7 +656,8 @@ def run_fewshot(
         log(f"resumed from {out / 'last.pt'} at iteration {trainer.iteration}")
     log(f"{cfg.algo} on {tasks.note}; {cfg.ways}-way {cfg.shots}-shot, backbone {cfg.backbone}, device {dev}")
     if cfg.algo == "mamlpp":
-        log(f"MAML++: {cfg.inner_steps} inner steps from lr {cfg.inner_lr} (learned per layer and step), "
+        steps = f"{cfg.inner_steps} inner step{'s' if cfg.inner_steps != 1 else ''}"
+        log(f"MAML++: {steps} from lr {cfg.inner_lr} (learned per layer and step), "
             f"multi-step loss annealed over {cfg.msl_iterations} iterations, first order before iteration "
             f"{cfg.first_order_until}")
     cpu_start = time.process_time()
