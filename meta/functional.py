@@ -526,8 +526,9 @@ def inner_loop(
         steps: number of inner updates (>= 1).
         lr: ``(step, name) -> learning rate`` (a float or a tensor broadcastable to the param).
         first_order: drop second-order terms (FOMAML): inner gradients are computed on detached
-            parameters, so the returned params depend on ``params`` only through the identity
-            path (and on tensor learning rates through ``- lr * g``).
+            parameters (and detached ``step_params`` swaps), so the returned params depend on
+            ``params`` only through the identity path (and on tensor learning rates through
+            ``- lr * g``).
         track: keep the outer graph at all; ``False`` detaches ``params`` first (evaluation).
         step_params: optional ``(full_params, step) -> full_params`` hook applied before each
             step's loss (MAML++ per-step BatchNorm swaps in step ``step``'s weights here).
@@ -551,6 +552,8 @@ def inner_loop(
             full = {**fixed_in, **a}
             if step_params is not None:
                 full = step_params(full, step)
+                if first_order or not track:  # what the hook swaps in is constant here too
+                    full = {k: v if k in a else v.detach() for k, v in full.items()}
             return step_loss(full, step)
 
         grads = grad(loss_of)(adapted_in)

@@ -227,6 +227,24 @@ def test_maml_plus_plus_per_step_bn_and_lslr():
     assert predictor(tasks[2][0]).shape == (9, 3)
 
 
+def test_first_order_per_step_bn_has_no_second_order_terms():
+    # The BN weights of step 0 act only in the support pass of step 0 (the query pass after two
+    # steps uses step 1's), so they reach the outer loss only through the inner gradient: a
+    # second-order path, which first-order meta-gradients must drop.
+    tasks = make_tasks((1, 16, 16))
+    bn = "features__block1__norm__weight"
+    grads = {}
+    for first_order in (True, False):
+        algo = MAML(tiny_conv(), inner_lr=0.2, inner_steps=2, per_step_bn=True, first_order=first_order,
+                    learn_inner_lr="per_layer_per_step")
+        loss, _ = algo.outer_loss(*tasks)
+        loss.backward()
+        grads[first_order] = algo.bn_weights[bn].grad
+    assert grads[True] is None or float(grads[True][0].abs().max()) == 0.0
+    assert float(grads[True][1].abs().sum()) > 0  # the query pass's step still learns directly
+    assert float(grads[False][0].abs().sum()) > 0  # second order reaches step 0
+
+
 def test_batched_vmap_matches_loop():
     tasks = make_tasks((4,), tasks=3)
     for kw in ({}, {"learn_inner_lr": "per_param"}, {"inner_steps": 2, "multi_step_loss": True}):
