@@ -57,6 +57,17 @@ def prototype_logits(
     raise ConfigError(f"distance must be one of {list(_DISTANCES)}, got {distance!r}")
 
 
+def _flat_embedding(model: nn.Module, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+    """``model(x)`` (with ``params`` if given) flattened to vectors; through the model's forward
+    plan when it has one (the same function, faster on CPU; BatchNorm as the module's mode says)."""
+    plan = forward_plan(model)
+    if plan is not None:
+        p = dict(model.named_parameters()) if params is None else params
+        return plan(p, x, running_stats="module").flatten(1)
+    out = model(x) if params is None else functional_call(model, dict(params), (x,))
+    return out.flatten(1)
+
+
 class EmbeddingEnsemble(nn.Module):
     """Several embedding networks as one: the concatenation of their flattened outputs.
 
@@ -85,14 +96,8 @@ class EmbeddingEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: Tensor) -> Tensor:
-        outs = []
-        for m in self.members:
-            plan = forward_plan(m)
-            if plan is not None:  # named_parameters() are functional_call's when called under it
-                outs.append(plan(dict(m.named_parameters()), x, running_stats="module").flatten(1))
-            else:
-                outs.append(m(x).flatten(1))
-        return torch.cat(outs, dim=1)
+        # under functional_call, each member's named_parameters() are the ones passed in
+        return torch.cat([_flat_embedding(m, None, x) for m in self.members], dim=1)
 
 
 class ProtoNet(nn.Module):
@@ -137,12 +142,7 @@ class ProtoNet(nn.Module):
         self.cosine_scale = float(cosine_scale)
 
     def _embed(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
-        plan = forward_plan(self.model)
-        if plan is not None:  # the same function as calling the module, faster on CPU
-            p = dict(self.model.named_parameters()) if params is None else params
-            return plan(p, x, running_stats="module").flatten(1)
-        out = self.model(x) if params is None else functional_call(self.model, dict(params), (x,))
-        return out.flatten(1)
+        return _flat_embedding(self.model, params, x)
 
     def _embed_shifted(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
         """:meth:`_embed`, averaged over shifted copies in eval mode when ``test_shift`` is set."""
