@@ -533,11 +533,17 @@ class MAML(nn.Module):
                     rows.append((b, o.detach(), f.detach(), a))
             return total, rows
 
+        # torch creates a leaf's gradient accumulator on first use, holding the leaf's autograd lock
+        # while it takes the GIL; a worker that holds the GIL and waits for that lock (any autograd
+        # op on the same parameter) then deadlocks with it. Created here and kept alive until the
+        # workers are done, the accumulators leave them nothing to create.
+        accumulators = [p.view_as(p) for p in leaves]  # views hold them without exposing them to Python
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maml-task") as pool:
                 results = list(pool.map(work, range(workers)))
         finally:
             torch.set_num_threads(caller_threads)
+            del accumulators
         for total, _ in results:
             for p, g in zip(leaves, total):
                 if g is not None and p.grad is None:

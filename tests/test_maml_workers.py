@@ -94,7 +94,10 @@ def test_cli_task_workers_train_and_resume_like_one_worker(tmp_path, capsys):
     tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
             "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--meta-batch", "3",
             "--validate-every", "2", "--checkpoint-every", "2", "--algo", "maml", "--threads", "2"]
-    assert main(["fewshot", "train", "--budget-iterations", "4", "--out", str(tmp_path / "one"), *tiny]) == 0
+    assert main(["fewshot", "train", "--budget-iterations", "2", "--out", str(tmp_path / "one"), *tiny]) == 0
+    halfway = load_checkpoint(tmp_path / "one" / "last.pt")["algo"]
+    assert main(["fewshot", "train", "--budget-iterations", "4", "--out", str(tmp_path / "one"), "--resume",
+                 *tiny]) == 0
     assert main(["fewshot", "train", "--budget-iterations", "2", "--out", str(tmp_path / "two"),
                  "--task-workers", "2", *tiny]) == 0
     # the worker count is how a run executes, not what it is: resuming with another count is allowed
@@ -102,12 +105,17 @@ def test_cli_task_workers_train_and_resume_like_one_worker(tmp_path, capsys):
                  "--task-workers", "3", "--resume", *tiny]) == 0
     a = load_checkpoint(tmp_path / "one" / "last.pt")["algo"]
     b = load_checkpoint(tmp_path / "two" / "last.pt")["algo"]
-    # a convolution bias before BatchNorm has a zero gradient up to rounding, which Adam turns into
-    # full-size steps of either sign: those tensors are not comparable, every other one is
-    compared = [k for k in a if not k.endswith("conv.bias")]
+    # The gradients agree to float32 rounding (exactly checked above in float64), but Adam divides
+    # by the gradients' own scale, so elements with near-zero gradients take rounding-sized
+    # gradients to full-size steps: the two runs are compared against how far the last two
+    # iterations moved each tensor. A convolution bias before BatchNorm has a zero gradient up to
+    # rounding, so all its steps are such noise: those tensors are not comparable.
+    compared = [k for k in a if not k.endswith("conv.bias") and a[k].is_floating_point()]
     assert len(compared) > 10
     for key in compared:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)  # float32 rounding only
+        moved = (a[key] - halfway[key]).norm()
+        assert moved > 0, key
+        assert (b[key] - a[key]).norm() < 0.05 * moved, key  # measured: at most 0.014
 
 
 def test_cli_task_workers_refused_outside_the_maml_family(capsys):
@@ -141,3 +149,33 @@ def test_resume_accepts_a_checkpoint_written_before_newer_trainer_settings(tmp_p
     with pytest.raises(Exception, match="validate_at_start"):
         MetaTrainer(MAML(tiny_conv(), inner_lr=0.1), source, None, changed, out_dir=tmp_path).resume(
             tmp_path / "last.pt")
+
+
+def test_workers_do_not_deadlock_on_shared_parameters():
+    """Workers first touching the same parameter used to deadlock inside torch (GIL vs autograd lock).
+
+    Before the fix, a stress loop like this one hung within 0-20 rounds in each of three runs (and
+    this test, run four times without the fix, failed three); it runs in a subprocess so that a hang fails the
+    test instead of stopping the suite.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from fewshot_helpers import make_tasks\n"
+        "from test_maml_workers import BUILDERS\n"
+        "tasks = make_tasks((1, 16, 16), tasks=5)\n"
+        "for _ in range(12):\n"
+        "    for name in sorted(BUILDERS):\n"
+        "        for workers in (2, 3):\n"
+        "            BUILDERS[name]().outer_backward(*tasks, iteration=3, workers=workers)\n"
+        "print('done')\n"
+    )
+    try:
+        run = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True,
+                             text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("task workers deadlocked (no result within 240 s)")
+    assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr[-2000:]
