@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtl.errors import CheckpointError, ConfigError
-from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves, save_checkpoint
+from mtl.errors import ConfigError
+from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves
 from mtl.utils import distributed as dist_utils
-from mtl.utils.checkpoint import load_checkpoint_or_previous
+from mtl.utils.resumable import ResumableTrainer, config_differences
 from mtl.utils.runtime import rng_state, set_rng_state
 
 
@@ -113,7 +113,7 @@ def _make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-class MetaTrainer:
+class MetaTrainer(ResumableTrainer):
     """Meta-train ``algo`` on tasks from ``train_tasks``; validate on ``val_tasks``.
 
     Args:
@@ -127,6 +127,9 @@ class MetaTrainer:
         device: where to train.
         higher_is_better: ``True`` for accuracy, ``False`` for a validation loss such as MSE.
     """
+
+    checkpoint_format = "mtlmeta-meta-trainer-1"
+    checkpoint_kind = "meta-training"
 
     def __init__(
         self,
@@ -175,7 +178,7 @@ class MetaTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: algorithm, optimizer, scheduler, counters, configuration."""
         return {
-            "format": "mtlmeta-meta-trainer-1",
+            "format": self.checkpoint_format,
             "algo": self.algo.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -187,52 +190,15 @@ class MetaTrainer:
             "rng": rng_state(self.device),
         }
 
-    def save(self, name: str) -> Path | None:
-        """Write ``out_dir/name`` atomically (no-op without ``out_dir``, or on a rank other than 0).
-
-        ``last.pt`` keeps the checkpoint it replaces as ``last.prev.pt``.
-        """
-        if self.out_dir is None or not self.is_main:
-            return None
-        return save_checkpoint(self.out_dir / name, self.state_dict(), keep_previous=name == "last.pt")
-
-    def resume(self, path: str | Path, fallback: bool = False) -> None:
-        """Continue from a checkpoint of the same configuration (anything else is refused).
-
-        A truncated or corrupted ``path`` is a :class:`CheckpointError` that names the checkpoint it
-        replaced (``last.prev.pt``) when that one is intact; with ``fallback=True`` training
-        continues from that previous good checkpoint instead (with a warning).
-        """
-        state, used = load_checkpoint_or_previous(path, map_location=self.device, fallback=fallback,
-                                                  warn=lambda m: print(f"warning: {m}", flush=True))
-        path = used
-        if state.get("format") != "mtlmeta-meta-trainer-1":
-            raise CheckpointError(f"checkpoint {str(path)!r} is not a meta-training checkpoint")
-        mine, theirs = self._config_record(), state.get("config", {})
+    def _config_differences(self, mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
         # a setting added after the checkpoint was written counts as its default there
         defaults = {f.name: f.default for f in fields(MetaTrainerConfig) if f.default is not MISSING}
         theirs = {**{k: v for k, v in defaults.items() if k in mine}, **theirs}
-        diffs = [
-            f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}"
-            for k in sorted(set(mine) | set(theirs))
-            if k != "extra" and mine.get(k) != theirs.get(k)
-        ]
-        extra_m, extra_t = mine.get("extra", {}), theirs.get("extra", {})
-        diffs += [
-            f"{k}: checkpoint {extra_t.get(k)!r} vs now {extra_m.get(k)!r}"
-            for k in sorted(set(extra_m) | set(extra_t))
-            if extra_m.get(k) != extra_t.get(k)
-        ]
-        if diffs:
-            raise CheckpointError(
-                f"cannot resume from {str(path)!r}: its configuration differs ({'; '.join(diffs)})"
-            )
-        try:
-            self._load_state(state)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model: {str(exc)[:200]}") from exc
-        if self.log is not None:
-            self.log.truncate_after(self.iteration)
+        return (config_differences(mine, theirs, ignore=frozenset({"extra"}))
+                + config_differences(mine.get("extra", {}), theirs.get("extra", {})))
+
+    def _position(self) -> int:
+        return self.iteration
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.algo.load_state_dict(state["algo"])
@@ -243,11 +209,6 @@ class MetaTrainer:
         self.best_iteration = state["best_iteration"]
         self.train_seconds = float(state["train_seconds"])
         set_rng_state(state.get("rng"), self.device)
-
-    def _sync_ranks(self) -> None:
-        """Give every rank rank 0's state (parameters, optimizer, counters, RNG), e.g. after a resume."""
-        if dist_utils.is_distributed():
-            self._load_state(dist_utils.broadcast_state(self.state_dict() if self.is_main else None))
 
     # --- training ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:

@@ -30,14 +30,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtl.errors import CheckpointError, ConfigError
+from mtl.errors import ConfigError
 from mtl.multitask.architectures import MultiTaskModel
 from mtl.multitask.tasks import MultiTaskData, TaskSpec, check_names, masked_task_loss, task_metric
 from mtl.multitask.weighting import Weighting, make_weighting
 from mtl.training import make_optimizer
-from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves, save_checkpoint
+from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves
 from mtl.utils import distributed as dist_utils
-from mtl.utils.checkpoint import load_checkpoint_or_previous
+from mtl.utils.resumable import ResumableTrainer, config_differences
 from mtl.utils.runtime import rng_state, set_rng_state
 
 __all__ = ["SELECT_BY", "MultiTaskConfig", "MultiTaskTrainer", "NonFiniteLossError", "evaluate_multitask"]
@@ -129,7 +129,7 @@ def evaluate_multitask(model: nn.Module, tasks: Sequence[TaskSpec], data: MultiT
     return result
 
 
-class MultiTaskTrainer:
+class MultiTaskTrainer(ResumableTrainer):
     """Train a multi-task model with a loss weighting; validate, checkpoint, log and plot.
 
     Implements the joint training of Caruana (1997) with the architectures and weightings of this
@@ -148,6 +148,9 @@ class MultiTaskTrainer:
             (``None``: nothing on disk).
         device: where to train.
     """
+
+    checkpoint_format = CHECKPOINT_FORMAT
+    checkpoint_kind = "multi-task training"
 
     def __init__(
         self,
@@ -251,38 +254,11 @@ class MultiTaskTrainer:
             "rng": rng_state(self.device),
         }
 
-    def save(self, name: str) -> Path | None:
-        """Write ``out_dir/name`` atomically with a checksum (no-op without ``out_dir`` or off rank 0).
+    def _config_differences(self, mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+        return config_differences(mine, theirs, ignore=frozenset({"epochs"}))  # a run may go on for more epochs
 
-        ``last.pt`` keeps the checkpoint it replaces as ``last.prev.pt``.
-        """
-        if self.out_dir is None or not self.is_main:
-            return None
-        return save_checkpoint(self.out_dir / name, self.state_dict(), keep_previous=name == "last.pt")
-
-    def resume(self, path: str | Path, fallback: bool = False) -> None:
-        """Continue from a checkpoint of the same configuration (a different one is refused).
-
-        A truncated or corrupted ``path`` is a :class:`CheckpointError` that names the checkpoint it
-        replaced (``last.prev.pt``) when that one is intact; with ``fallback=True`` training
-        continues from that previous good checkpoint instead (with a warning).
-        """
-        state, path = load_checkpoint_or_previous(path, map_location=self.device, fallback=fallback,
-                                                  warn=lambda m: print(f"warning: {m}", flush=True))
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint {str(path)!r} is not a multi-task training checkpoint")
-        mine, theirs = self._config_record(), state.get("config", {})
-        ignore = {"epochs"}  # a run may be resumed with more epochs
-        diffs = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}"
-                 for k in sorted(set(mine) | set(theirs)) if k not in ignore and mine.get(k) != theirs.get(k)]
-        if diffs:
-            raise CheckpointError(f"cannot resume from {str(path)!r}: its configuration differs ({'; '.join(diffs)})")
-        try:
-            self._load_state(state)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model: {str(exc)[:200]}") from exc
-        if self.log is not None:
-            self.log.truncate_after(self.step)
+    def _position(self) -> int:
+        return self.step
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -295,11 +271,6 @@ class MultiTaskTrainer:
         self.best_val = state.get("best_val")
         self.train_seconds = float(state["train_seconds"])
         set_rng_state(state.get("rng"), self.device)
-
-    def _sync_ranks(self) -> None:
-        """Give every rank rank 0's state (model, optimizer, weighting, counters, RNG), e.g. after a resume."""
-        if dist_utils.is_distributed():
-            self._load_state(dist_utils.broadcast_state(self.state_dict() if self.is_main else None))
 
     def load_best(self) -> bool:
         """Load the model of ``best.pt`` when there is one; returns whether it did."""
