@@ -42,6 +42,7 @@ from mtl.data.sprites import UnlabelledImages
 from mtl.errors import CheckpointError, ConfigError, DatasetError
 from mtl.training import OPTIMIZERS, make_optimizer, predict_logits, train_classifier
 from mtl.utils.checkpoint import load_checkpoint_or_previous, save_checkpoint
+from mtl.utils.resumable import config_differences
 from mtl.utils.runtime import Budget
 
 __all__ = [
@@ -538,8 +539,7 @@ def _load_run(path: str | Path, fmt: str, identity: dict[str, Any], device: torc
     for key in sorted(set(identity) | set(theirs)):
         mine, other = identity.get(key), theirs.get(key)
         if isinstance(mine, dict) and isinstance(other, dict):
-            diffs += [f"{key}.{k}: checkpoint {other.get(k)!r} vs now {mine.get(k)!r}"
-                      for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]
+            diffs += config_differences(mine, other, prefix=f"{key}.")
         elif mine != other:
             diffs.append(f"{key}: checkpoint {other!r} vs now {mine!r}")
     if diffs:

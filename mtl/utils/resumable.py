@@ -19,9 +19,10 @@ from mtl.utils.checkpoint import load_checkpoint_or_previous, save_checkpoint
 from mtl.utils.logging import CSVLogger
 
 
-def config_differences(mine: dict[str, Any], theirs: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
-    """``"key: checkpoint X vs now Y"`` for every key (outside ``ignore``) whose values differ."""
-    return [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}"
+def config_differences(mine: dict[str, Any], theirs: dict[str, Any], ignore: frozenset[str] = frozenset(),
+                       prefix: str = "") -> list[str]:
+    """``"<prefix>key: checkpoint X vs now Y"`` for every key (outside ``ignore``) whose values differ."""
+    return [f"{prefix}{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}"
             for k in sorted(set(mine) | set(theirs)) if k not in ignore and mine.get(k) != theirs.get(k)]
 
 
