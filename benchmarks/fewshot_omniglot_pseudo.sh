@@ -63,18 +63,17 @@ for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
     --json "$OUT/eval_protonet_${w}w1s_shift1.json"
 done
-accuracy() { .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$1"; }
+# the number of test steps for each MAML-family run: the fewest with the best validation accuracy
+# (400 validation tasks, every count from one adaptation per task)
+best_steps() {
+  .venv/bin/python -c "import json,sys; r=json.load(open(sys.argv[1]))['by_steps']
+best=max(r, key=lambda x: (x['accuracy'], -x['steps'])); print(best['steps'], best['accuracy'])" "$1"
+}
 declare -A TESTS=([maml]="5:1 5:5" [maml20]="20:1 20:5" [protomaml20]="20:1 5:1 5:5 20:5")
 for run in maml maml20 protomaml20; do
-  best=1; best_acc=-1
-  for steps in 1 3 5 10 20 40; do
-    $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps "$steps" \
-      --json "$OUT/val_${run}_steps${steps}.json"
-    acc=$(accuracy "$OUT/val_${run}_steps${steps}.json")
-    if .venv/bin/python -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$acc" "$best_acc"; then
-      best=$steps; best_acc=$acc
-    fi
-  done
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps 1,3,5,10,20,40 \
+    --json "$OUT/val_${run}_steps.json"
+  read -r best best_acc < <(best_steps "$OUT/val_${run}_steps.json")
   echo "$run: $best test inner steps chosen on validation ($best_acc)" | tee "$OUT/${run}_steps.txt"
   for ws in ${TESTS[$run]}; do
     w=${ws%:*}; s=${ws#*:}

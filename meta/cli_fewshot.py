@@ -18,6 +18,7 @@ import torch
 from meta.fewshot import ALGORITHMS, ANY_WAYS, DATASETS, FewShotConfig, load_fewshot_checkpoints, run_fewshot
 from mtl.cli import (
     add_training_args,
+    int_list_arg,
     integer_arg,
     json_object_arg,
     number_arg,
@@ -62,6 +63,13 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=positive_int_arg, default=100)
     g.add_argument("--snapshot-seconds", type=positive_float_arg, nargs="*", default=(),
                    help="also keep best_<S>s.pt, the best model within S seconds (for fixed-budget reports)")
+
+
+def _step_counts(text: str) -> list[int]:
+    values = int_list_arg(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 40 or 10,20,40, got {text!r}")
+    return sorted(set(values))
 
 
 def _class_counts(text: str) -> tuple[int, int, int]:
@@ -217,8 +225,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     check_new_output(args.json, args.overwrite, what="--json")
     device = resolve_device(args.device)
     cfg, algo, _ = _load_checkpoints(args.checkpoint, device)
-    changes = {k: getattr(args, k) for k in ("ways", "shots", "queries", "eval_inner_steps", "root")
-               if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("ways", "shots", "queries", "root") if getattr(args, k) is not None}
+    at_steps = args.eval_inner_steps
+    if at_steps is not None:
+        if not hasattr(algo, "eval_inner_steps"):
+            raise ConfigError(f"--eval-inner-steps: {cfg.algo} has no inner steps (only the MAML family and "
+                              "reptile adapt by gradient steps)")
+        changes["eval_inner_steps"] = algo.eval_inner_steps = max(at_steps)
     if "ways" in changes and changes["ways"] != cfg.ways and cfg.algo not in ANY_WAYS:
         raise ConfigError(f"this {cfg.algo} model was meta-trained {cfg.ways}-way; it cannot be tested "
                           f"{changes['ways']}-way (only {' and '.join(ANY_WAYS)} can)")
@@ -229,8 +242,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if cfg.algo != "protonet":
             raise ConfigError(f"--test-shift averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
         algo.test_shift = args.test_shift
-    if "eval_inner_steps" in changes and hasattr(algo, "eval_inner_steps"):
-        algo.eval_inner_steps = changes["eval_inner_steps"]
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     if args.split == "val":
@@ -240,8 +251,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         tasks = TaskSources(test_cfg, device, test_only=True)
     source = tasks.val if args.split == "val" else tasks.test
     ways = test_cfg.val_ways if args.split == "val" else test_cfg.ways
+    several = at_steps is not None and len(at_steps) > 1
     result = evaluate(algo, source, num_tasks=args.test_tasks, progress=not args.no_progress,
-                      desc=f"{args.split} tasks")
+                      desc=f"{args.split} tasks", at_steps=at_steps if several else None)
     res = {"algorithm": cfg.algo, "dataset": test_cfg.dataset, "backbone": test_cfg.backbone,
            "ways": ways, "shots": test_cfg.shots, "queries": test_cfg.queries,
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
@@ -252,8 +264,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
+    steps_note = f", {algo.eval_inner_steps} inner steps" if hasattr(algo, "eval_inner_steps") else ""
     print(f"{cfg.algo} {ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
-          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta})")
+          f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta}{steps_note})")
+    if hasattr(algo, "eval_inner_steps"):
+        res["eval_inner_steps"] = algo.eval_inner_steps
+    if several:
+        res["by_steps"] = [{"steps": k, metric: result[f"{metric}@{k}"], "ci95": result[f"ci95@{k}"]}
+                           for k in at_steps]
+        for row in res["by_steps"]:
+            print(f"  after {row['steps']:>3} steps: {metric} {row[metric] * scale:.2f}{unit} "
+                  f"+- {row['ci95'] * scale:.2f}{unit}")
     if args.confusions:
         conf = confused_pairs(algo, source, num_tasks=args.test_tasks, class_names=tasks.class_names,
                               top=args.confusions, progress=not args.no_progress)
@@ -355,7 +376,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--ways", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--shots", type=positive_int_arg, default=None, help="default: as trained")
     e.add_argument("--queries", type=positive_int_arg, default=None, help="default: as trained")
-    e.add_argument("--eval-inner-steps", type=positive_int_arg, default=None, help="default: as trained")
+    e.add_argument("--eval-inner-steps", type=_step_counts, default=None, metavar="S[,S...]",
+                   help="inner steps at test (default: as trained); several, e.g. 10,20,40, report the "
+                        "accuracy after each from one adaptation per task (the largest is the headline)")
     e.add_argument("--root", default=None, help="dataset folder, if it moved since training")
     e.add_argument("--test-tasks", type=positive_int_arg, default=600)
     e.add_argument("--split", default="test", choices=("test", "val"),

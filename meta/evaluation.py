@@ -100,6 +100,7 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    at_steps: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Evaluate a meta-learner on ``num_tasks`` test tasks (Finn et al. 2017; Snell et al. 2017).
 
@@ -115,6 +116,10 @@ def evaluate(
             any size. ``ceil(num_tasks / batch_size)`` batches are then requested.
         progress: show a tqdm progress bar.
         desc: progress-bar label.
+        at_steps: algorithms with an inner loop (MAML family, Reptile): also report the metrics
+            after these numbers of inner steps (each at most the algorithm's
+            ``eval_inner_steps``), from the same adaptation of each task: ``accuracy@5`` with
+            ``ci95@5`` etc. The way to choose the number of test steps on validation tasks.
 
     Returns:
         ``accuracy`` (fraction in [0, 1]) for classifiers, else ``mse`` (when reported by the
@@ -133,13 +138,18 @@ def evaluate(
         raise ConfigError(f"task_source must be a callable index -> batch, got {type(task_source).__name__}")
     if not callable(getattr(algo, "evaluate_task", None)):
         raise ConfigError(f"algo must have an evaluate_task method, got {type(algo).__name__}")
+    if at_steps is not None and not hasattr(algo, "eval_inner_steps"):
+        raise ConfigError(f"at_steps needs an algorithm with inner steps (MAML family, Reptile), "
+                          f"got {type(algo).__name__}")
+    options = {} if at_steps is None else {"at_steps": at_steps}
 
     per_task: dict[str, list[float]] = {}
     done = 0
     start = time.perf_counter()
     with closing(_each_task(algo, task_source, num_tasks, batch_size, progress, desc)) as tasks:
         for batch, b in tasks:
-            metrics = algo.evaluate_task(batch.support_x[b], batch.support_y[b], batch.query_x[b], batch.query_y[b])
+            metrics = algo.evaluate_task(batch.support_x[b], batch.support_y[b], batch.query_x[b], batch.query_y[b],
+                                         **options)
             for key, value in metrics.items():
                 per_task.setdefault(key, []).append(float(value))
             done += 1
@@ -151,6 +161,9 @@ def evaluate(
     mean, half = mean_confidence_interval(per_task[primary])
     result[primary] = mean
     result["ci95"] = half
+    for key in per_task:
+        if key.startswith(primary + "@"):
+            result[key], result["ci95" + key[len(primary):]] = mean_confidence_interval(per_task[key])
     result["num_tasks"] = done
     result["tasks_per_second"] = done / elapsed if elapsed > 0 else float("inf")
     return result

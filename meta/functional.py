@@ -33,6 +33,8 @@ __all__ = [
     "AdaptedPredictor",
     "check_positive_float",
     "check_positive_int",
+    "check_report_steps",
+    "query_metrics",
     "check_task_batch",
     "classification_accuracy",
     "detach_params",
@@ -71,6 +73,39 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def check_report_steps(at_steps: Iterable[int] | None, steps: int) -> list[int]:
+    """``at_steps`` sorted and without repeats, raising :class:`ConfigError` unless each is in ``1..steps``.
+
+    The inner-step counts at which ``evaluate_task`` of MAML (Finn et al. 2017) and Reptile
+    (Nichol et al. 2018) also reports query metrics, e.g. to choose the number of test steps on
+    validation tasks from one adaptation run. ``None`` gives ``[]``.
+    """
+    if at_steps is None:
+        return []
+    if isinstance(at_steps, (str, bytes)) or not isinstance(at_steps, Iterable):
+        raise ConfigError(f"at_steps must be a sequence of integers in 1..{steps}, got {at_steps!r}")
+    values = list(at_steps)
+    for k in values:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= steps:
+            raise ConfigError(f"at_steps must hold integers in 1..{steps} (the eval inner steps), got {k!r}")
+    return sorted(set(values))
+
+
+def query_metrics(out: Tensor, y: Tensor, loss_fn: LossFn, loss_name: str, suffix: str = "") -> dict[str, float]:
+    """Query ``loss`` (and ``accuracy`` for class labels, ``mse`` for the mse loss) of one task.
+
+    The per-task metrics of the few-shot protocol (Finn et al. 2017); ``suffix`` is appended to
+    every key (e.g. ``"@5"`` for the metrics after 5 inner steps).
+    """
+    metrics = {"loss" + suffix: as_float(loss_fn(out, y))}
+    acc = classification_accuracy(out, y)
+    if acc is not None:
+        metrics["accuracy" + suffix] = as_float(acc)
+    if loss_name == "mse":
+        metrics["mse" + suffix] = metrics["loss" + suffix]
+    return metrics
 
 
 def _shape(t: Tensor) -> str:

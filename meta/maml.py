@@ -16,7 +16,7 @@ Typical outer loop (the same for every algorithm of :mod:`meta`)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -30,11 +30,13 @@ from meta.functional import (
     as_float,
     check_positive_float,
     check_positive_int,
+    check_report_steps,
     check_task_batch,
     classification_accuracy,
     functional_forward,
     has_running_stats,
     inner_loop,
+    query_metrics,
     require_head,
     resolve_loss,
     select_params,
@@ -304,16 +306,16 @@ class MAML(nn.Module):
 
     def _run_task(
         self, params: ParamDict, sx: Tensor, sy: Tensor, steps: int, *, first_order: bool, track: bool,
-        queries: Tensor | None = None, want_all: bool = False,
+        queries: Tensor | None = None, out_steps: Sequence[int] | None = None,
     ) -> tuple[list[ParamDict], list[Tensor]]:
         """Adapt on ``(sx, sy)``; return the adapted-param history and query outputs.
 
-        Query outputs are computed after the final step (or after every step with
-        ``want_all``), each with the BatchNorm weights of the step that produced it.
+        Query outputs are computed after each step of ``out_steps`` (default: the final step),
+        each with the BatchNorm weights of the step that produced it.
         """
         if self._head_only:
             return self._run_task_head(params, sx, sy, steps, first_order=first_order, track=track,
-                                       queries=queries, want_all=want_all)
+                                       queries=queries, out_steps=out_steps)
         buffers = self._model_buffers()
         if self.head_init is not None:
             trunk = _strip(self._with_step_bn(params, 0), "features.")
@@ -332,14 +334,14 @@ class MAML(nn.Module):
                              first_order=first_order, track=track, step_params=self._with_step_bn)
         outs: list[Tensor] = []
         if queries is not None:
-            for k in range(1, steps + 1) if want_all else [steps]:
+            for k in out_steps or [steps]:
                 full = self._with_step_bn(history[k], k - 1)
                 outs.append(functional_forward(self.model, full, buffers, queries))
         return history, outs
 
     def _run_task_head(
         self, params: ParamDict, sx: Tensor, sy: Tensor, steps: int, *, first_order: bool, track: bool,
-        queries: Tensor | None, want_all: bool,
+        queries: Tensor | None, out_steps: Sequence[int] | None,
     ) -> tuple[list[ParamDict], list[Tensor]]:
         """Head-only adaptation (ANIL): trunk features once per task, inner loop on the head."""
         model = self.model
@@ -370,7 +372,7 @@ class MAML(nn.Module):
         if queries is not None:
             self._check_model_input(queries)
             fq = functional_forward(model.features, trunk, tbuf, queries)
-            for k in range(1, steps + 1) if want_all else [steps]:
+            for k in out_steps or [steps]:
                 outs.append(functional_forward(model.head, hist[k], hbuf, fq))
         return history, outs
 
@@ -380,7 +382,7 @@ class MAML(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(objective, final query loss, final accuracy or None) for one task, with graph."""
         _, outs = self._run_task(params, sx, sy, self.inner_steps, first_order=first_order, track=True,
-                                 queries=qx, want_all=weights is not None)
+                                 queries=qx, out_steps=None if weights is None else range(1, self.inner_steps + 1))
         losses = [self.loss_fn(o, qy) for o in outs]
         final = losses[-1]
         if weights is None:
@@ -569,27 +571,29 @@ class MAML(nn.Module):
         return objs.mean(), finals.detach().mean(), (accs.mean() if is_cls else None)
 
     def evaluate_task(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
+        at_steps: Sequence[int] | None = None,
     ) -> dict[str, float]:
         """Adapt with ``eval_inner_steps`` (no outer graph) and report query ``loss``/``accuracy``.
 
         The test protocol of MAML (Finn et al. 2017): one task, no task dim. With the ``"mse"``
-        loss the loss is also reported as ``mse``.
+        loss the loss is also reported as ``mse``. ``at_steps`` (each in ``1..eval_inner_steps``)
+        adds the same metrics after those steps of the same adaptation, keyed ``"accuracy@5"``
+        etc.: one run compares several numbers of test steps.
         """
         check_task_batch(support_x, support_y, query_x, query_y, batched=False)
         self._check_model_input(support_x)
         self._check_model_input(query_x)
+        steps = self.eval_inner_steps
+        report = check_report_steps(at_steps, steps)
+        ks = sorted({*report, steps})
         with torch.no_grad():
-            _, outs = self._run_task(self._model_params(), support_x, support_y, self.eval_inner_steps,
-                                     first_order=True, track=False, queries=query_x)
-            out = outs[-1]
-            loss = self.loss_fn(out, query_y)
-            metrics = {"loss": as_float(loss)}
-            acc = classification_accuracy(out, query_y)
-        if acc is not None:
-            metrics["accuracy"] = as_float(acc)
-        if self.loss_name == "mse":
-            metrics["mse"] = metrics["loss"]
+            _, outs = self._run_task(self._model_params(), support_x, support_y, steps,
+                                     first_order=True, track=False, queries=query_x, out_steps=ks)
+        by_step = dict(zip(ks, outs))
+        metrics = query_metrics(by_step[steps], query_y, self.loss_fn, self.loss_name)
+        for k in report:
+            metrics.update(query_metrics(by_step[k], query_y, self.loss_fn, self.loss_name, f"@{k}"))
         return metrics
 
     def extra_repr(self) -> str:

@@ -10,6 +10,8 @@ other optimiser (Adam, as in the paper's experiments) treats it as the Reptile "
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
@@ -21,11 +23,13 @@ from meta.functional import (
     as_float,
     check_positive_float,
     check_positive_int,
+    check_report_steps,
     check_task_batch,
     classification_accuracy,
     functional_forward,
     has_running_stats,
     inner_loop,
+    query_metrics,
     require_head,
     resolve_loss,
 )
@@ -96,14 +100,16 @@ class Reptile(nn.Module):
 
     def _adapt_params(self, params: ParamDict, x: Tensor, y: Tensor, steps: int) -> ParamDict:
         """Plain SGD on ``(x, y)`` from ``params``, without any outer graph."""
+        return self._adapt_history(params, x, y, steps)[-1]
+
+    def _adapt_history(self, params: ParamDict, x: Tensor, y: Tensor, steps: int) -> list[ParamDict]:
+        """``params`` and the parameters after each of ``steps`` SGD steps on ``(x, y)``, no outer graph."""
         buffers = self._model_buffers()
 
         def step_loss(full: ParamDict, step: int) -> Tensor:
             return self.loss_fn(functional_forward(self.model, full, buffers, x), y)
 
-        history = inner_loop(step_loss, params, list(params), steps, lambda step, name: self.inner_lr,
-                             track=False)
-        return history[-1]
+        return inner_loop(step_loss, params, list(params), steps, lambda step, name: self.inner_lr, track=False)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, *, steps: int | None = None) -> AdaptedPredictor:
         """SGD on one task's support set (no task dim); returns the adapted predictor (Nichol et al. 2018).
@@ -167,22 +173,25 @@ class Reptile(nn.Module):
         return surrogate, metrics  # type: ignore[return-value]
 
     def evaluate_task(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
+        at_steps: Sequence[int] | None = None,
     ) -> dict[str, float]:
         """``eval_inner_steps`` SGD steps on the support set, then query ``loss``/``accuracy``.
 
         One task, no task dim (Nichol et al. 2018 evaluation). ``mse`` is added for the mse loss.
+        ``at_steps`` (each in ``1..eval_inner_steps``) adds the metrics after those steps of the
+        same run, keyed ``"accuracy@5"`` etc.
         """
         check_task_batch(support_x, support_y, query_x, query_y, batched=False)
+        steps = self.eval_inner_steps
+        report = check_report_steps(at_steps, steps)
+        buffers = self._model_buffers()
         with torch.no_grad():
-            phi = self._adapt_params(self._model_params(), support_x, support_y, self.eval_inner_steps)
-            out = functional_forward(self.model, phi, self._model_buffers(), query_x)
-            metrics = {"loss": as_float(self.loss_fn(out, query_y))}
-            acc = classification_accuracy(out, query_y)
-        if acc is not None:
-            metrics["accuracy"] = as_float(acc)
-        if self.loss_name == "mse":
-            metrics["mse"] = metrics["loss"]
+            history = self._adapt_history(self._model_params(), support_x, support_y, steps)
+            by_step = {k: functional_forward(self.model, history[k], buffers, query_x) for k in {*report, steps}}
+        metrics = query_metrics(by_step[steps], query_y, self.loss_fn, self.loss_name)
+        for k in report:
+            metrics.update(query_metrics(by_step[k], query_y, self.loss_fn, self.loss_name, f"@{k}"))
         return metrics
 
     def extra_repr(self) -> str:

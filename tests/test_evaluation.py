@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from meta.evaluation import confused_pairs, evaluate, mean_confidence_interval
-from meta.maml import MAML
+from meta.maml import ANIL, MAML
 from meta.protonet import ProtoNet
+from meta.reptile import Reptile
 from mtl import create_backbone
 from mtl.errors import ConfigError
 
@@ -178,3 +179,42 @@ def test_confused_pairs_agrees_with_evaluate_and_checks_input():
         confused_pairs(proto, make_batch, num_tasks=2, progress=False)
     with pytest.raises(ConfigError, match="adapt method"):
         confused_pairs(object(), labelled_batch, num_tasks=2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MAML(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                 eval_inner_steps=4),
+    lambda: ANIL(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                 eval_inner_steps=4),
+    lambda: Reptile(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                    eval_inner_steps=4),
+])
+def test_evaluate_at_several_step_counts_equals_separate_runs(make):
+    """``at_steps`` reports, from one adaptation per task, what separate evaluations with that
+    many steps give (mean and interval), and leaves the headline at ``eval_inner_steps``."""
+    torch.manual_seed(0)
+    algo = make()
+    both = evaluate(algo, make_batch, num_tasks=8, progress=False, at_steps=[1, 2, 4])
+    headline = evaluate(algo, make_batch, num_tasks=8, progress=False)
+    assert both["accuracy"] == headline["accuracy"] and both["ci95"] == headline["ci95"]
+    assert both["loss"] == headline["loss"]
+    for k in (1, 2, 4):
+        algo.eval_inner_steps = k
+        alone = evaluate(algo, make_batch, num_tasks=8, progress=False)
+        assert both[f"accuracy@{k}"] == pytest.approx(alone["accuracy"], abs=1e-12)
+        assert both[f"ci95@{k}"] == pytest.approx(alone["ci95"], abs=1e-12)
+        assert both[f"loss@{k}"] == pytest.approx(alone["loss"], abs=1e-9)
+    assert both["loss@1"] != both["loss@4"]  # the steps did something
+
+
+def test_evaluate_at_steps_bad_values():
+    maml = MAML(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                eval_inner_steps=3)
+    for bad, message in (([0, 2], "at_steps must hold integers in 1..3 .*got 0"),
+                         ([4], "at_steps must hold integers in 1..3 .*got 4"),
+                         ("2", "at_steps must be a sequence of integers in 1..3, got '2'")):
+        with pytest.raises(ConfigError, match=message):
+            evaluate(maml, make_batch, num_tasks=2, progress=False, at_steps=bad)
+    proto = ProtoNet(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=None))
+    with pytest.raises(ConfigError, match="at_steps needs an algorithm with inner steps .*got ProtoNet"):
+        evaluate(proto, make_batch, num_tasks=2, progress=False, at_steps=[1])

@@ -434,3 +434,33 @@ def test_mamlpp_run_records_its_settings_and_others_keep_their_identity(tmp_path
     code, cap = run(["train", "--algo", "mamlpp", "--first-order-until", "-1", "--budget-iterations", "1", *TINY],
                     capsys)
     assert code == 2 and "first_order_until must be an integer >= 0, got -1" in cap.err, cap.err
+
+
+def test_evaluate_reports_several_test_step_counts(tmp_path, protonet_checkpoint, capsys):
+    """--eval-inner-steps 1,3 reports both counts from one adaptation per task; the headline is
+    the larger one, the same as --eval-inner-steps 3 alone."""
+    out = tmp_path / "run"
+    assert run(["train", "--algo", "fomaml", "--budget-iterations", "2", "--meta-batch", "1",
+                "--out", str(out), *TINY])[0] == 0
+    ckpt = str(out / "last.pt")
+    both, alone = tmp_path / "both.json", tmp_path / "alone.json"
+    code, cap = run(["evaluate", "--checkpoint", ckpt, "--eval-inner-steps", "3,1", "--test-tasks", "5",
+                     "--no-progress", "--json", str(both)], capsys)
+    assert code == 0, cap.err
+    assert "after   1 steps" in cap.out and "after   3 steps" in cap.out and "3 inner steps" in cap.out
+    code, cap = run(["evaluate", "--checkpoint", ckpt, "--eval-inner-steps", "3", "--test-tasks", "5",
+                     "--no-progress", "--json", str(alone)], capsys)
+    assert code == 0, cap.err
+    assert "after" not in cap.out
+    res, ref = json.loads(both.read_text()), json.loads(alone.read_text())
+    assert res["eval_inner_steps"] == 3 and [r["steps"] for r in res["by_steps"]] == [1, 3]
+    assert res["accuracy"] == ref["accuracy"] == res["by_steps"][1]["accuracy"]
+    assert res["ci95"] == ref["ci95"] and "by_steps" not in ref
+    # bad values: exit 2, one line naming the option, no JSON written
+    bad = ["--test-tasks", "2", "--no-progress", "--json", str(tmp_path / "bad.json")]
+    with pytest.raises(SystemExit) as exc:
+        run(["evaluate", "--checkpoint", ckpt, "--eval-inner-steps", "0,2", *bad])
+    assert exc.value.code == 2 and "argument --eval-inner-steps: expected positive integers" in capsys.readouterr().err
+    code, cap = run(["evaluate", "--checkpoint", str(protonet_checkpoint), "--eval-inner-steps", "2", *bad], capsys)
+    assert code == 2 and "--eval-inner-steps: protonet has no inner steps" in cap.err, cap.err
+    assert not (tmp_path / "bad.json").exists()
