@@ -104,6 +104,9 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task-workers", type=positive_int_arg, default=1, metavar="N",
                    help="MAML family: run a meta-batch's tasks on N threads, --threads split between them "
                         "(faster on several cores, N task graphs in memory; default 1)")
+    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: meta-updates under bfloat16 autocast, float32 weights (about 1.6-1.8x faster "
+                        "on CPUs with AMX and on recent GPUs; validation and test stay float32; default fp32)")
 
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
@@ -119,6 +122,7 @@ def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
         augment_shift=args.augment_shift, augment_rotate=args.augment_rotate, augment_scale=args.augment_scale,
         augment_shear=args.augment_shear, schedule=args.schedule, schedule_iterations=args.schedule_iterations,
         init=getattr(args, "init", None), task_workers=getattr(args, "task_workers", 1),
+        precision=getattr(args, "precision", "fp32"),
         pseudo_pool=getattr(args, "pseudo_pool", None), pseudo_classes=getattr(args, "pseudo_classes", None) or 0,
         pseudo_size=getattr(args, "pseudo_size", 20), pseudo_embed=getattr(args, "pseudo_embed", None),
         zero_head=getattr(args, "zero_head", False),

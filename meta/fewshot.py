@@ -37,6 +37,7 @@ from mtl.utils import (
     seed_everything,
 )
 from mtl.utils import distributed as dist_utils
+from mtl.utils.precision import bf16_is_native, check_precision
 
 ALGORITHMS: dict[str, type[nn.Module]] = {
     "maml": MAML,
@@ -92,6 +93,7 @@ class FewShotConfig:
     schedule_iterations: int = 10_000  # cosine: length of the decay; step: halve every third of it
     init: str | None = None  # start from these weights (e.g. a pre-trained classifier); heads of another shape skipped
     task_workers: int = 1  # MAML family: tasks of a meta-batch on this many threads (MAML.outer_backward)
+    precision: str = "fp32"  # bf16: meta-updates under bfloat16 autocast (fast on AMX CPUs and recent GPUs)
     pseudo_pool: str | None = None  # unlabelled images (sprite sheets .png or folders; several joined by os.pathsep)
     pseudo_classes: int = 0  # k-means clusters of the pool (0: none)
     pseudo_size: int = 20  # images kept per cluster, those nearest its centre
@@ -149,6 +151,7 @@ class FewShotConfig:
         if self.task_workers > 1 and self.algo not in TASK_PARALLEL:
             raise ConfigError(f"task_workers={self.task_workers} needs one of the MAML family "
                               f"({', '.join(TASK_PARALLEL)}), got algo {self.algo!r}")
+        check_precision(self.precision)
         if isinstance(self.pseudo_pool, (list, tuple)):  # several pools: one string, as checkpoints record it
             self.pseudo_pool = os.pathsep.join(str(p) for p in self.pseudo_pool) or None
         if isinstance(self.pseudo_classes, bool) or not isinstance(self.pseudo_classes, int) or self.pseudo_classes < 0:
@@ -627,7 +630,8 @@ def run_fewshot(
         log(f"head starts at zero: {zero_head(algo)}")
     record = asdict(cfg)
     record["glyph_classes"] = list(cfg.glyph_classes)
-    for key in ("snapshot_seconds", "download", "task_workers"):  # not part of the run's identity
+    # not part of the run's identity (precision is: the trainer's configuration records it)
+    for key in ("snapshot_seconds", "download", "task_workers", "precision"):
         record.pop(key, None)
     if cfg.val_ways == cfg.ways:  # the identity of runs made before the option
         record.pop("val_ways")
@@ -645,7 +649,7 @@ def run_fewshot(
                           validate_every=cfg.validate_every,
                           validation_tasks=cfg.validation_tasks, checkpoint_every=cfg.checkpoint_every,
                           snapshot_seconds=tuple(cfg.snapshot_seconds), validate_at_start=cfg.init is not None,
-                          task_workers=cfg.task_workers,
+                          task_workers=cfg.task_workers, precision=cfg.precision,
                           progress=progress, extra={"fewshot": record,
                                                     "image_shape": list(tasks.image_shape or [])}),
         out_dir=out, device=dev, higher_is_better=not cfg.is_regression,
@@ -655,6 +659,9 @@ def run_fewshot(
         trainer.resume(out / "last.pt")
         log(f"resumed from {out / 'last.pt'} at iteration {trainer.iteration}")
     log(f"{cfg.algo} on {tasks.note}; {cfg.ways}-way {cfg.shots}-shot, backbone {cfg.backbone}, device {dev}")
+    if cfg.precision == "bf16":
+        speed = "" if bf16_is_native(dev) else " (this device has no bfloat16 hardware: expect it to be slower)"
+        log(f"meta-updates in bfloat16 autocast, validation and test in float32{speed}")
     if cfg.algo == "mamlpp":
         steps = f"{cfg.inner_steps} inner step{'s' if cfg.inner_steps != 1 else ''}"
         log(f"MAML++: {steps} from lr {cfg.inner_lr} (learned per layer and step), "
@@ -679,7 +686,7 @@ def run_fewshot(
         "best_iteration": summary["best_iteration"], "test_tasks": int(result["num_tasks"]),
         metric: result.get(metric, result.get("loss")), "ci95": result["ci95"],
         "tasks_per_second": result["tasks_per_second"], "eval_seconds": round(eval_seconds, 2),
-        "split": tasks.note, "seed": cfg.seed,
+        "split": tasks.note, "seed": cfg.seed, "precision": cfg.precision,
         "checkpoint": str(out / "best.pt") if out is not None and (out / "best.pt").exists() else None,
     }
     if json_path is not None:

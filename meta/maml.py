@@ -44,6 +44,7 @@ from meta.functional import (
 from meta.protonet import prototypes
 from mtl.backbones.base import Backbone
 from mtl.errors import ConfigError
+from mtl.utils.precision import autocast_state, restore_autocast
 
 __all__ = ["MAML", "FOMAML", "MetaSGD", "ANIL", "MAMLPlusPlus", "ProtoMAML", "msl_weights"]
 
@@ -522,12 +523,14 @@ class MAML(nn.Module):
         caller_threads = torch.get_num_threads()
         intra = max(1, caller_threads // workers)
         grad_on = torch.is_grad_enabled()
+        device_type = sx.device.type
+        mixed = autocast_state(device_type)  # grad mode and autocast are per thread: the workers take the caller's
 
         def work(w: int) -> tuple[list[Tensor | None], list[tuple[int, Tensor, Tensor, Tensor | None]]]:
             torch.set_num_threads(intra)  # OpenMP's thread count is per calling thread
             total: list[Tensor | None] = [None] * len(leaves)
             rows = []
-            with torch.set_grad_enabled(grad_on):
+            with torch.set_grad_enabled(grad_on), restore_autocast(device_type, mixed):
                 for b in range(w, n_tasks, workers):
                     o, f, a = self._task_objective(params, sx[b], sy[b], qx[b], qy[b], fo, weights)
                     grads = torch.autograd.grad(o / n_tasks, leaves, allow_unused=True)

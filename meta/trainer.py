@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from mtl.errors import ConfigError
 from mtl.utils import Budget, CSVLogger, atomic_write_bytes, load_checkpoint, plot_curves
 from mtl.utils import distributed as dist_utils
+from mtl.utils.precision import autocast, check_precision
 from mtl.utils.resumable import ResumableTrainer, config_differences
 from mtl.utils.runtime import rng_state, set_rng_state
 
@@ -78,6 +79,7 @@ class MetaTrainerConfig:
     snapshot_seconds: tuple[float, ...] = ()  # also keep best_<s>s.pt: the best model within s seconds
     validate_at_start: bool = False  # also validate the starting weights (e.g. --init) as iteration 0
     task_workers: int = 1  # > 1: outer_backward(..., workers=task_workers) runs tasks on threads (MAML family)
+    precision: str = "fp32"  # bf16: meta-updates under bfloat16 autocast (mtl.utils.precision); validation fp32
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints, compared on resume
 
@@ -90,6 +92,7 @@ class MetaTrainerConfig:
             raise ConfigError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"schedule must be constant, cosine or step, got {self.schedule!r}")
+        check_precision(self.precision)
         for name in ("validate_every", "validation_tasks", "checkpoint_every", "schedule_iterations", "task_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -249,13 +252,14 @@ class MetaTrainer(ResumableTrainer):
                    batch.query_x.to(self.device), batch.query_y.to(self.device))
         # outer_backward back-propagates task by task (same gradients, one task's graph alive at a time).
         split = callable(getattr(self.algo, "outer_backward", None))
-        if split:
-            workers = {"workers": self.config.task_workers} if self.config.task_workers > 1 else {}
-            metrics = self.algo.outer_backward(*tensors, iteration=self.iteration, **workers)
-            local_loss = float(metrics.get("objective", metrics["loss"]))
-        else:
-            loss, metrics = self.algo.outer_loss(*tensors, iteration=self.iteration)
-            local_loss = float(loss.detach())
+        with autocast(self.device, self.config.precision):
+            if split:
+                workers = {"workers": self.config.task_workers} if self.config.task_workers > 1 else {}
+                metrics = self.algo.outer_backward(*tensors, iteration=self.iteration, **workers)
+                local_loss = float(metrics.get("objective", metrics["loss"]))
+            else:
+                loss, metrics = self.algo.outer_loss(*tensors, iteration=self.iteration)
+                local_loss = float(loss.detach())
         distributed = mine != total
         if distributed:  # the meta-batch mean of the loss and the metrics, identical on every rank
             keys = sorted(metrics)
