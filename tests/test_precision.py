@@ -129,3 +129,38 @@ def test_protonet_bf16_loss_close_to_fp32():
         with autocast("cpu", "bf16"):
             half, _ = algo.outer_loss(*tasks)
     assert float(half) != float(full) and float(half) == pytest.approx(float(full), rel=0.05)
+
+
+def test_multitask_bf16_learns_and_resumes_only_in_bf16(tmp_path):
+    from mtl.multitask import MultiTaskConfig, MultiTaskData, MultiTaskTrainer, TaskSpec, build_model
+
+    tasks = [TaskSpec("cls", 3), TaskSpec("reg", 1, "regression")]
+
+    def data(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 4, generator=g)
+        return MultiTaskData(x, {"cls": (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long(),
+                                 "reg": (x[:, 2] - x[:, 3]).unsqueeze(1)})
+
+    def trainer(out, precision, epochs=4):
+        torch.manual_seed(0)
+        model = build_model("hard", tasks, "mlp", {"in_features": 4, "hidden": (16,)})
+        cfg = MultiTaskConfig(epochs=epochs, batch_size=16, lr=1e-2, progress=False, precision=precision)
+        return MultiTaskTrainer(model, tasks, data(96, 0), data(48, 1), "equal", cfg, out)
+
+    half, full = trainer(tmp_path / "b", "bf16"), trainer(tmp_path / "f", "fp32")
+    before = half.evaluate(data(48, 1))
+    half.fit()
+    full.fit()
+    after = half.evaluate(data(48, 1))
+    assert after["reg"]["mse"] < 0.5 * before["reg"]["mse"]  # it learns
+    assert after["cls"]["accuracy"] > before["cls"]["accuracy"]
+    w_half, w_full = (next(t.model.parameters()) for t in (half, full))
+    assert w_half.dtype == torch.float32 and not torch.equal(w_half, w_full)  # float32 weights, other rounding
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["config"]["precision"] == "bf16"
+    assert "precision" not in load_checkpoint(tmp_path / "f" / "last.pt")["config"]  # older runs' identity
+    with pytest.raises(CheckpointError, match="precision"):
+        trainer(tmp_path / "x", "fp32", epochs=6).resume(tmp_path / "b" / "last.pt")
+    trainer(tmp_path / "y", "bf16", epochs=6).resume(tmp_path / "b" / "last.pt")
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        MultiTaskConfig(precision="fp16")

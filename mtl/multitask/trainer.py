@@ -37,6 +37,7 @@ from mtl.multitask.weighting import Weighting, make_weighting
 from mtl.training import make_optimizer
 from mtl.utils import Budget, CSVLogger, load_checkpoint, plot_curves
 from mtl.utils import distributed as dist_utils
+from mtl.utils.precision import autocast, check_precision
 from mtl.utils.resumable import ResumableTrainer, config_differences
 from mtl.utils.runtime import rng_state, set_rng_state
 
@@ -76,10 +77,12 @@ class MultiTaskConfig:
     checkpoint_every: int = 1
     eval_batch_size: int = 512
     seed: int = 0
+    precision: str = "fp32"  # bf16: forward passes of training under bfloat16 autocast (mtl.utils.precision)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -229,6 +232,8 @@ class MultiTaskTrainer(ResumableTrainer):
     def _config_record(self) -> dict[str, Any]:
         record = asdict(self.config)
         record.pop("progress", None)
+        if self.config.precision == "fp32":  # the identity of runs made before the option
+            record.pop("precision")
         record["tasks"] = {t.name: [t.kind, t.num_outputs, t.loss_name, t.metric_name] for t in self.tasks}
         record["arch"] = getattr(self.model, "arch", type(self.model).__name__)
         record["weighting"] = self.weighting.name
@@ -303,7 +308,10 @@ class MultiTaskTrainer(ResumableTrainer):
         world = dist_utils.world_size()
         mine = index if world == 1 else index[dist_utils.shard_indices(len(index))]
         x, targets, masks = self.train_data.batch(mine, self.device)
-        outputs = self.model(x)
+        with autocast(self.device, self.config.precision):
+            outputs = self.model(x)
+        if self.config.precision != "fp32":  # the task losses in float32
+            outputs = {name: out.float() for name, out in outputs.items()}
         local: dict[str, tuple[torch.Tensor, int]] = {
             t.name: masked_task_loss(t, outputs[t.name], targets[t.name], masks.get(t.name)) for t in self.tasks}
         if world == 1:
