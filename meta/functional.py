@@ -37,6 +37,7 @@ __all__ = [
     "check_task_batch",
     "classification_accuracy",
     "query_metrics",
+    "step_metrics",
     "detach_params",
     "functional_forward",
     "ForwardPlan",
@@ -105,6 +106,16 @@ def query_metrics(out: Tensor, y: Tensor, loss_fn: LossFn, loss_name: str, suffi
         metrics["accuracy" + suffix] = as_float(acc)
     if loss_name == "mse":
         metrics["mse" + suffix] = metrics["loss" + suffix]
+    return metrics
+
+
+def step_metrics(outputs: Mapping[int, Tensor], steps: int, report: Iterable[int], y: Tensor, loss_fn: LossFn,
+                 loss_name: str) -> dict[str, float]:
+    """:func:`query_metrics` of the outputs after ``steps`` inner steps, plus those after each step of
+    ``report`` suffixed ``"@k"``: what ``evaluate_task`` of MAML and Reptile returns."""
+    metrics = query_metrics(outputs[steps], y, loss_fn, loss_name)
+    for k in report:
+        metrics.update(query_metrics(outputs[k], y, loss_fn, loss_name, f"@{k}"))
     return metrics
 
 

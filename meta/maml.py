@@ -36,10 +36,10 @@ from meta.functional import (
     functional_forward,
     has_running_stats,
     inner_loop,
-    query_metrics,
     require_head,
     resolve_loss,
     select_params,
+    step_metrics,
 )
 from meta.protonet import prototypes
 from mtl.backbones.base import Backbone
@@ -593,11 +593,7 @@ class MAML(nn.Module):
         with torch.no_grad():
             _, outs = self._run_task(self._model_params(), support_x, support_y, steps,
                                      first_order=True, track=False, queries=query_x, out_steps=ks)
-        by_step = dict(zip(ks, outs))
-        metrics = query_metrics(by_step[steps], query_y, self.loss_fn, self.loss_name)
-        for k in report:
-            metrics.update(query_metrics(by_step[k], query_y, self.loss_fn, self.loss_name, f"@{k}"))
-        return metrics
+        return step_metrics(dict(zip(ks, outs)), steps, report, query_y, self.loss_fn, self.loss_name)
 
     def extra_repr(self) -> str:
         parts = [f"inner_lr={self.inner_lr}", f"inner_steps={self.inner_steps}",

@@ -29,9 +29,9 @@ from meta.functional import (
     functional_forward,
     has_running_stats,
     inner_loop,
-    query_metrics,
     require_head,
     resolve_loss,
+    step_metrics,
 )
 from mtl.errors import ConfigError
 
@@ -189,10 +189,7 @@ class Reptile(nn.Module):
         with torch.no_grad():
             history = self._adapt_history(self._model_params(), support_x, support_y, steps)
             by_step = {k: functional_forward(self.model, history[k], buffers, query_x) for k in {*report, steps}}
-        metrics = query_metrics(by_step[steps], query_y, self.loss_fn, self.loss_name)
-        for k in report:
-            metrics.update(query_metrics(by_step[k], query_y, self.loss_fn, self.loss_name, f"@{k}"))
-        return metrics
+        return step_metrics(by_step, steps, report, query_y, self.loss_fn, self.loss_name)
 
     def extra_repr(self) -> str:
         return (f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
