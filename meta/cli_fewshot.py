@@ -17,6 +17,7 @@ import torch
 
 from meta.fewshot import ALGORITHMS, ANY_WAYS, DATASETS, FewShotConfig, load_fewshot_checkpoints, run_fewshot
 from mtl.cli import (
+    add_precision_arg,
     add_training_args,
     int_list_arg,
     integer_arg,
@@ -104,9 +105,7 @@ def _add_algo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task-workers", type=positive_int_arg, default=1, metavar="N",
                    help="MAML family: run a meta-batch's tasks on N threads, --threads split between them "
                         "(faster on several cores, N task graphs in memory; default 1)")
-    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="bf16: meta-updates under bfloat16 autocast, float32 weights (about 1.6-1.8x faster "
-                        "on CPUs with AMX and on recent GPUs; validation and test stay float32; default fp32)")
+    add_precision_arg(g, "meta-updates")
 
 
 def _config(args: argparse.Namespace, algo: str) -> FewShotConfig:
@@ -363,6 +362,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--batch-size", type=positive_int_arg, default=128, help="images per step (default 128)")
     pre.add_argument("--lr", type=positive_float_arg, default=1e-3,
                      help="Adam learning rate, decayed to 0 by a cosine over the budget (default 1e-3)")
+    add_precision_arg(pre)
     pre.set_defaults(func=_cmd_pretrain, meta_batch=None, inner_steps=None, eval_inner_steps=None, inner_lr=None,
                      meta_lr=1e-3, schedule="constant", schedule_iterations=10_000)
 

@@ -92,7 +92,7 @@ def _configs(args: argparse.Namespace) -> SelfTrainConfig | OnlineConfig:
         raise ConfigError(f"--topk must be an integer >= 1 (pseudo-labels per class), got {args.topk!r}")
     common = dict(threshold=threshold, k_per_class=args.topk, labels=args.labels, ema_decay=args.ema_decay,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, shift=args.shift, seed=args.seed,
-                  progress=not args.no_progress)
+                  precision=args.precision, progress=not args.no_progress)
     if args.method == "online":
         ramp = args.ramp or [1, 5]
         if len(ramp) != 2:
@@ -189,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``selftrain`` subcommand (pseudo-label self-training, Lee 2013; Yarowsky 1995)."""
     from mtl.cli import (
         add_image_data_args,
+        add_precision_arg,
         add_training_args,
         int_list_arg,
         integer_arg,
@@ -248,5 +249,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random translation of training images by up to this many pixels (default 0)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.pt (written after every round / epoch)")
+    add_precision_arg(g, "the students' training forward passes (pseudo-labelling stays float32)")
     add_training_args(p)
     p.set_defaults(func=_cmd_selftrain)

@@ -41,6 +41,7 @@ from mtl.utils import (
     resolve_device,
     seed_everything,
 )
+from mtl.utils.precision import autocast
 
 __all__ = ["pretrain_classifier"]
 
@@ -71,7 +72,7 @@ def pretrain_classifier(
 ) -> dict[str, Any]:
     """Train ``cfg.backbone`` as a classifier of every training class; keep the best trunk.
 
-    ``cfg`` gives the data, split, backbone, augmentation (``augment_*``), seed and validation
+    ``cfg`` gives the data, split, backbone, augmentation (``augment_*``), seed, precision and validation
     (``validate_every`` steps, ``validation_tasks`` nearest-prototype tasks at ``val_ways``/``shots``
     on the validation classes); the trunk with the best validation accuracy is written to
     ``out_dir/backbone.pt`` (a named checkpoint, loadable by ``fewshot train --init`` and
@@ -112,8 +113,9 @@ def pretrain_classifier(
     head = nn.Linear(dim, len(train_ids)).to(dev)
     opt = torch.optim.Adam([*trunk.parameters(), *head.parameters()], lr=lr)
     csv = CSVLogger(out / "metrics.csv", step_key="step") if out is not None else None
+    bf16_note = "; forward passes in bfloat16 autocast" if cfg.precision == "bf16" else ""
     log(f"classifier pre-training of {cfg.backbone} ({dim}-d embedding) on {len(train_ids)} training classes, "
-        f"{len(images)} images; {tasks.note}")
+        f"{len(images)} images; {tasks.note}{bf16_note}")
 
     def validate() -> float:
         res = evaluate(proto, tasks.val, num_tasks=cfg.validation_tasks, progress=False)
@@ -133,8 +135,9 @@ def pretrain_classifier(
             x = random_affine(images[idx], gen, degrees=cfg.augment_rotate, scale=cfg.augment_scale,
                               shear=cfg.augment_shear)
             x = random_shift(x, cfg.augment_shift, gen).to(dev)
-            logits = head(trunk(x).flatten(1))
-            loss = F.cross_entropy(logits, labels[idx].to(dev))
+            with autocast(dev, cfg.precision):
+                logits = head(trunk(x).flatten(1))
+            loss = F.cross_entropy(logits.float(), labels[idx].to(dev))
             if not torch.isfinite(loss):
                 raise ConfigError(f"the classifier loss became {float(loss)} at step {step + 1}; lower lr")
             opt.zero_grad(set_to_none=True)
@@ -177,6 +180,8 @@ def pretrain_classifier(
         "ci95": result["ci95"], "eval_seconds": round(time.perf_counter() - start, 2), "split": tasks.note,
         "seed": cfg.seed, "checkpoint": str(out / "backbone.pt") if out is not None else None,
     }
+    if cfg.precision != "fp32":
+        record["precision"] = cfg.precision
     if json_path is not None:
         atomic_write_json(json_path, record)
     if out is not None:

@@ -42,6 +42,7 @@ from mtl.data.sprites import UnlabelledImages
 from mtl.errors import CheckpointError, ConfigError, DatasetError
 from mtl.training import OPTIMIZERS, make_optimizer, predict_logits, train_classifier
 from mtl.utils.checkpoint import load_checkpoint_or_previous, save_checkpoint
+from mtl.utils.precision import check_precision
 from mtl.utils.resumable import config_differences
 from mtl.utils.runtime import Budget
 
@@ -103,6 +104,7 @@ def _check_common(cfg: SelfTrainConfig | OnlineConfig) -> None:
         _check_int(name, getattr(cfg, name))
     _check_int("shift", cfg.shift, minimum=0)
     _check_int("seed", cfg.seed, minimum=0)
+    check_precision(cfg.precision)
     if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"lr must be a finite number > 0, got {cfg.lr!r}")
     if cfg.optimizer not in OPTIMIZERS:
@@ -373,6 +375,8 @@ class SelfTrainConfig:
             supervised round 0 is trained as long as the others (a fair baseline).
         shift: random translation of training images by up to this many pixels (0: none).
         seed: seeds initialisation, shuffling and shifts.
+        precision: ``"bf16"`` trains under bfloat16 autocast (:mod:`mtl.utils.precision`);
+            pseudo-labelling, losses and tests stay float32.
         progress: show progress bars.
     """
 
@@ -391,6 +395,7 @@ class SelfTrainConfig:
     weight_decay: float = 0.0
     shift: int = 0
     seed: int = 0
+    precision: str = "fp32"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -417,7 +422,7 @@ class OnlineConfig:
         alpha_final, ramp_start, ramp_end: the weight schedule of :func:`lee_alpha` (epochs).
         ema_decay: pseudo-label with a mean teacher (Tarvainen & Valpola 2017) instead of the
             student's own detached predictions.
-        lr, optimizer, weight_decay, shift, seed, progress: as in :class:`SelfTrainConfig`.
+        lr, optimizer, weight_decay, shift, seed, precision, progress: as in :class:`SelfTrainConfig`.
     """
 
     epochs: int = 10
@@ -435,6 +440,7 @@ class OnlineConfig:
     weight_decay: float = 0.0
     shift: int = 0
     seed: int = 0
+    precision: str = "fp32"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -515,6 +521,8 @@ def _identity(cfg: SelfTrainConfig | OnlineConfig, labelled: LabelledImages, poo
     """What a checkpoint must match to be resumed: the options and a fingerprint of the data."""
     record = asdict(cfg)
     record.pop("progress", None)
+    if record.get("precision") == "fp32":  # the identity of runs made before the option
+        record.pop("precision")
     return {
         "config": record,
         "model": model if isinstance(model, str) else getattr(model, "__qualname__", type(model).__name__),
@@ -718,6 +726,7 @@ def self_train(
             student, train_set, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
             weight_decay=cfg.weight_decay, batch_loss=batch_loss, after_step=teacher_ema, seed=cfg.seed * 1000 + rnd,
             budget=round_budget, device=device, progress=cfg.progress, desc=f"round {rnd}",
+            precision=cfg.precision,
         )
         if teacher_ema is not None:
             teacher_ema.recalibrate(train_set.images)
@@ -881,7 +890,7 @@ def pseudo_label_online(
         history = train_classifier(
             student, pool_set, epochs=1, batch_size=cfg.unlabelled_batch_size, optimizer=opt,
             batch_loss=batch_loss, after_step=teacher, seed=cfg.seed * 1000 + epoch, budget=budget, device=device,
-            progress=cfg.progress, desc=f"epoch {epoch + 1}",
+            progress=cfg.progress, desc=f"epoch {epoch + 1}", precision=cfg.precision,
         )
         selected = torch.cat(hits["selected"]) if hits["selected"] else torch.empty(0, dtype=torch.long)
         labels = torch.cat(hits["labels"]) if hits["labels"] else torch.empty(0, dtype=torch.long)

@@ -154,6 +154,13 @@ def add_training_args(parser: argparse.ArgumentParser, default_seconds: float | 
                    help="CPU threads for torch (default: torch's choice)")
 
 
+def add_precision_arg(group: argparse._ActionsContainer, what: str = "training forward passes") -> None:
+    """``--precision {fp32,bf16}`` (:mod:`mtl.utils.precision`), its help naming what runs in bfloat16."""
+    group.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                       help=f"bf16: {what} under bfloat16 autocast, float32 weights (about 1.5-1.9x faster on "
+                            "CPUs with AMX and on recent GPUs; evaluation stays float32; default fp32)")
+
+
 def _cmd_backbones(args: argparse.Namespace) -> int:
     from mtl.backbones import create_backbone, describe_backbone, list_backbones
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError
+from mtl.utils.precision import autocast, check_precision
 from mtl.utils.runtime import Budget
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,6 +57,26 @@ def make_optimizer(params: list[nn.Parameter] | list[dict], name: str = "adam", 
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+class AutocastForward(nn.Module):
+    """``model``'s forward pass under bfloat16 autocast, its outputs returned in float32.
+
+    :func:`train_classifier` hands this to the batch loss for ``precision="bf16"``, so the
+    network's matrix products and convolutions run in bfloat16 (Micikevicius et al. 2018;
+    Kalamkar et al. 2019) while every loss (cross-entropy, KL to a teacher, soft targets) is
+    computed in float32 from the float32 logits.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device | str) -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = torch.device(device).type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device_type, "bf16"):
+            out = self.model(x)
+        return out.float()
+
+
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The default batch loss: cross-entropy of the model's logits."""
     return F.cross_entropy(model(x), y)
@@ -79,13 +100,18 @@ def train_classifier(
     device: torch.device | str = "cpu",
     progress: bool = True,
     desc: str = "train",
+    precision: str = "fp32",
 ) -> TrainHistory:
     """Mini-batch training of ``model`` on ``data`` (shuffled by ``seed``), one scheduler step per epoch.
 
     Only parameters with ``requires_grad`` are optimised, so frozen layers get no optimizer
     state. A non-finite loss stops training with a :class:`ConfigError` naming the step.
     ``after_step(model, step)`` runs after each optimizer step (``step`` counts from 1).
+    ``precision="bf16"`` runs the model's forward passes (and so their backward) under bfloat16
+    autocast (:class:`AutocastForward` is what ``batch_loss`` receives as its model); weights,
+    gradients, optimizer state, losses and validation stay float32.
     """
+    check_precision(precision)
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -94,6 +120,7 @@ def train_classifier(
         raise ConfigError("the training set is empty")
     device = torch.device(device)
     model.to(device)
+    forward = AutocastForward(model, device) if precision == "bf16" else model
     if isinstance(optimizer, str):
         trainable = [p for p in model.parameters() if p.requires_grad]
         if not trainable:
@@ -116,7 +143,7 @@ def train_classifier(
             for start in range(0, len(data), batch_size):
                 index = order[start:start + batch_size]
                 x, y = data.images[index].to(device), data.targets[index].to(device)
-                loss = batch_loss(model, x, y, index.to(device))
+                loss = batch_loss(forward, x, y, index.to(device))
                 if not torch.isfinite(loss):
                     raise ConfigError(f"training loss became {loss.item()} at step {history.steps + 1}; "
                                       "lower the learning rate")

@@ -130,7 +130,7 @@ def _save(path: Any, model: nn.Module, name: str, kwargs: dict[str, Any], data: 
 def _config(args: argparse.Namespace, epochs: int, alpha: float) -> DistillConfig:
     return DistillConfig(temperature=args.temperature, alpha=alpha, epochs=epochs, batch_size=args.batch_size,
                          lr=args.lr, shift=args.shift, cache_teacher=not args.no_cache, seed=args.seed,
-                         progress=not args.no_progress)
+                         precision=args.precision, progress=not args.no_progress)
 
 
 def _teachers(args: argparse.Namespace, train: LabelledImages, test: LabelledImages, cfg: DistillConfig,
@@ -282,6 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``distill`` subcommand (Hinton et al. 2015; Born-Again Networks, Furlanello et al. 2018)."""
     from mtl.cli import (
         add_image_data_args,
+        add_precision_arg,
         add_training_args,
         int_list_arg,
         json_object_arg,
@@ -329,5 +330,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=number_arg, default=1e-3, help="Adam learning rate (default 1e-3)")
     g.add_argument("--shift", type=_non_negative_int, default=0,
                    help="random translation of training images by up to this many pixels (default 0: none)")
+    add_precision_arg(g, "every student's and teacher's training forward passes")
     add_training_args(p)
     p.set_defaults(func=_cmd_distill)

@@ -26,6 +26,7 @@ from mtl.distill.losses import check_alpha, check_temperature, kd_loss
 from mtl.distill.teachers import CachedLogits, EnsembleTeacher, agreement, count_classes
 from mtl.errors import ConfigError
 from mtl.training import OPTIMIZERS, TrainHistory, predict_logits, train_classifier
+from mtl.utils.precision import check_precision
 from mtl.utils.runtime import Budget
 
 __all__ = [
@@ -65,6 +66,8 @@ class DistillConfig:
             and look them up by sample position (default); ``False`` runs the teacher on every
             (augmented) batch, so it sees exactly the student's view, at one extra forward pass per step.
         seed: seeds the student's initialisation, the shuffling and the shifts.
+        precision: ``"bf16"`` trains the student's forward passes under bfloat16 autocast
+            (:mod:`mtl.utils.precision`); the teacher's logits and the loss stay float32.
         progress: show a progress bar.
     """
 
@@ -78,10 +81,12 @@ class DistillConfig:
     shift: int = 0
     cache_teacher: bool = True
     seed: int = 0
+    precision: str = "fp32"
     progress: bool = False
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
+        check_precision(self.precision)
         check_alpha(self.alpha)
         _check_int("epochs", self.epochs)
         _check_int("batch_size", self.batch_size)
@@ -249,6 +254,7 @@ def distill(
             net, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
             weight_decay=cfg.weight_decay, batch_loss=batch_loss, seed=cfg.seed, budget=budget, device=device,
             progress=cfg.progress, desc="distill" if teach_for_loss is not None else "train",
+            precision=cfg.precision,
         )
         test_logits = predict_logits(net, test.images, device=device) if test is not None and len(test) else None
         ref_logits = None

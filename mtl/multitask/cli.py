@@ -242,7 +242,14 @@ def _cmd_multitask(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``multitask`` subcommand to the ``mtlmeta`` parser."""
-    from mtl.cli import add_training_args, json_object_arg, number_arg, positive_float_arg, positive_int_arg
+    from mtl.cli import (
+        add_precision_arg,
+        add_training_args,
+        json_object_arg,
+        number_arg,
+        positive_float_arg,
+        positive_int_arg,
+    )
 
     p = sub.add_parser("multitask", help="multi-task learning: hard/soft sharing, cross-stitch, MMoE, loss weighting")
     g = p.add_argument_group("problem")
@@ -283,9 +290,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--select", default="loss", choices=SELECT_BY,
                    help="model selection on validation: mean task loss, mean metric, or last epoch (default loss)")
     g.add_argument("--log-every", type=positive_int_arg, default=None, help="add a CSV row every N steps")
-    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="bf16: training forward passes under bfloat16 autocast, float32 weights and evaluation "
-                        "(faster on CPUs with AMX and on recent GPUs; default fp32)")
+    add_precision_arg(g)
     g.add_argument("--train-baseline", action="store_true",
                    help="also train the single-task baseline with the same settings, for Delta-m")
     g.add_argument("--baseline-json", default=None, metavar="PATH",

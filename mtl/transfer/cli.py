@@ -86,7 +86,7 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     else:
         history = train_classifier(model, problem.source, epochs=args.source_epochs, batch_size=args.batch_size,
                                    lr=args.source_lr, seed=args.seed, device=device, progress=progress,
-                                   desc="source")
+                                   desc="source", precision=args.precision)
         source_info = {"epochs": args.source_epochs, "final_loss": history.train_loss[-1],
                        "seconds": history.seconds}
         if args.save_source:
@@ -107,7 +107,7 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     strategy = advice.strategy if args.strategy == "auto" else Strategy.parse(args.strategy)
     print(f"advice: {advice.strategy} ({advice.reason}); running {strategy}")
     recipe = FineTuneRecipe(epochs=args.epochs, lr=args.lr, step_size=args.step_size, gamma=args.gamma,
-                            batch_size=args.batch_size, layer_decay=args.layer_decay)
+                            batch_size=args.batch_size, layer_decay=args.layer_decay, precision=args.precision)
     result_ft = fine_tune(model, problem.target_train, strategy, recipe=recipe, seed=args.seed, device=device,
                           progress=progress)
     test = evaluate_classifier(model, problem.target_test, device=device)
@@ -184,7 +184,7 @@ def _strategy_arg(text: str) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``transfer`` subcommand (``run``, ``advise``, ``inspect``) to the ``mtlmeta`` parser."""
-    from mtl.cli import add_training_args, json_object_arg, positive_float_arg, positive_int_arg
+    from mtl.cli import add_precision_arg, add_training_args, json_object_arg, positive_float_arg, positive_int_arg
 
     p = sub.add_parser("transfer", help="transfer learning: fine-tuning strategies, partial restore, advice")
     tsub = p.add_subparsers(dest="transfer_command", metavar="ACTION", parser_class=type(p))
@@ -241,6 +241,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer-decay", type=positive_float_arg, default=None,
                    help="discriminative rates: divide by this per layer downward (ULMFiT uses 2.6)")
     g.add_argument("--batch-size", type=positive_int_arg, default=32)
+    add_precision_arg(g, "source training and fine-tuning forward passes")
     advisor_args(q)
     add_training_args(q)
     q.set_defaults(func=lambda a: run_transfer(a) and 0)

@@ -43,6 +43,7 @@ from mtl.transfer.freezing import (
     trainable_names,
     unfreeze,
 )
+from mtl.utils.precision import check_precision
 
 __all__ = [
     "DISTANCE_MEASURES",
@@ -394,7 +395,8 @@ class FineTuneRecipe:
     """The seed's fine-tuning recipe: SGD (momentum 0.9) with ``StepLR(step_size=7, gamma=0.1)``.
 
     ``layer_decay`` > 1 gives discriminative learning rates (ULMFiT): each layer below the top gets
-    its upper neighbour's rate divided by it. ``optimizer="adam"`` is allowed too.
+    its upper neighbour's rate divided by it. ``optimizer="adam"`` is allowed too. ``precision="bf16"``
+    trains under bfloat16 autocast (:func:`mtl.training.train_classifier`).
     """
 
     epochs: int = 25
@@ -406,8 +408,10 @@ class FineTuneRecipe:
     weight_decay: float = 0.0
     optimizer: str = "sgd"
     layer_decay: float | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         for name in ("epochs", "step_size", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -483,7 +487,7 @@ def fine_tune(model: nn.Module, train: LabelledImages, strategy: Strategy | str,
     use_cache = (cache is not None and cache is not False and strategy.kind != "full" and recipe.layer_decay is None
                  and isinstance(getattr(model, "features", None), nn.Sequential))
     kwargs = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "seed": seed, "progress": progress,
-              "desc": f"fine-tune {strategy}"}
+              "desc": f"fine-tune {strategy}", "precision": recipe.precision}
     cut = None
     if use_cache:
         layers = trunk_layers(model)
@@ -512,7 +516,7 @@ def _fine_tune_gradually(model: nn.Module, train: LabelledImages, recipe: FineTu
         live = unfreezing.apply(model, epoch)
         part = train_classifier(model, train, optimizer=opt, scheduler=sched, val=val, device=device, epochs=1,
                                 batch_size=recipe.batch_size, seed=seed + epoch, progress=progress,
-                                desc=f"fine-tune, top {len(live)} layers")
+                                desc=f"fine-tune, top {len(live)} layers", precision=recipe.precision)
         history.epochs.append(epoch + 1)
         history.train_loss.extend(part.train_loss)
         history.val_accuracy.extend(part.val_accuracy)
