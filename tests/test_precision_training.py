@@ -165,3 +165,49 @@ def test_pretrain_records_bf16_only_when_used(tmp_path, capsys):
     code, cap = _cli([*argv, "--precision", "bf16", "--json", str(tmp_path / "b.json")], capsys)
     assert code == 0 and "forward passes in bfloat16 autocast" in cap.out
     assert json.loads((tmp_path / "b.json").read_text())["precision"] == "bf16"
+
+
+def _domains():
+    from mtl.adaptation import make_domain_split
+    from mtl.data import make_glyphs
+
+    data = make_glyphs(4, samples_per_class=12, image_size=16, seed=0)
+    return make_domain_split(data, "mnistm", source_groups=range(1, 5), target_groups=range(5, 9),
+                             test_groups=range(9, 13))
+
+
+def test_adaptation_methods_train_in_bf16():
+    """DANN's and ADDA's networks run in bfloat16 (the first conv's outputs), their losses in float32,
+    and bf16 changes the training; the config refuses unknown precisions by name."""
+    from mtl.adaptation import AdaptConfig, ADDAConfig, DANNConfig, train_adda, train_dann, train_source_only
+
+    s, tiny = _domains(), {"hidden": 8, "num_blocks": 2}
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        cfg = DANNConfig(steps=6, batch_size=8, progress=False, precision=precision)
+        res = train_dann("conv4", s.source_train, s.target_train.images, cfg, backbone_kwargs=tiny)
+        weights[precision] = res.model.features[0].conv.weight.detach().clone()
+        assert all(torch.isfinite(torch.tensor(r["domain_loss"])) for r in res.history)
+    assert weights["bf16"].dtype == torch.float32 and not torch.equal(weights["bf16"], weights["fp32"])
+    src = train_source_only("conv4", s.source_train, AdaptConfig(steps=4, batch_size=8, progress=False,
+                                                                 precision="bf16"), backbone_kwargs=tiny).model
+    seen = []
+    src.features[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    adapted = train_adda(src, s.source_train, s.target_train, ADDAConfig(steps=3, batch_size=8, progress=False,
+                                                                         precision="bf16"))
+    assert seen and set(seen) == {torch.bfloat16}  # the source encoder's passes ran under autocast
+    assert not torch.equal(adapted.model.features[0].conv.weight, src.features[0].conv.weight)
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        DANNConfig(precision="fp16").validate()
+
+
+def test_adapt_cli_precision(tmp_path, capsys):
+    argv = ["adapt", "--dataset", "glyphs", "--glyph-classes", "3", "--steps", "3", "--batch-size", "8",
+            "--backbone-kwargs", '{"hidden": 8, "num_blocks": 2}', "--no-progress", "--threads", "1",
+            "--methods", "dann,adda"]
+    code, cap = _cli([*argv, "--precision", "bf16", "--json", str(tmp_path / "a.json")], capsys)
+    assert code == 0, cap.err
+    assert json.loads((tmp_path / "a.json").read_text())["config"]["precision"] == "bf16"
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--precision", "half"])
+    assert exc.value.code == 2 and "invalid choice: 'half'" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from mtl.backbones.base import Backbone
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError
 from mtl.training import evaluate_classifier
+from mtl.utils.precision import autocast
 from mtl.utils.runtime import Budget
 
 __all__ = ["ADDAConfig", "train_adda"]
@@ -116,18 +117,20 @@ def train_adda(
         for step in range(1, config.steps + 1):
             xs = random_translate(source.images[next(src_batches)].to(device), config.translate, aug_gen)
             xt = random_translate(target_x[next(tgt_batches)].to(device), config.translate, aug_gen)
-            with torch.no_grad():
-                fs = source_model.forward_features(xs)
-            ft = target_model.forward_features(xt)
-            # Discriminator: source = 1, target = 0.
-            d_src, d_tgt = discriminator(fs).squeeze(1), discriminator(ft.detach()).squeeze(1)
+            with autocast(device, config.precision):
+                with torch.no_grad():
+                    fs = source_model.forward_features(xs)
+                ft = target_model.forward_features(xt)
+                # Discriminator: source = 1, target = 0.
+                d_src, d_tgt = discriminator(fs).squeeze(1).float(), discriminator(ft.detach()).squeeze(1).float()
             d_loss = 0.5 * (F.binary_cross_entropy_with_logits(d_src, torch.ones_like(d_src))
                             + F.binary_cross_entropy_with_logits(d_tgt, torch.zeros_like(d_tgt)))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
             # Target encoder: the inverted-label GAN loss (make target features look like source).
-            g_logits = discriminator(ft).squeeze(1)
+            with autocast(device, config.precision):
+                g_logits = discriminator(ft).squeeze(1).float()
             g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
             if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
                 raise ConfigError(f"ADDA loss became non-finite at step {step}; lower the learning rate")

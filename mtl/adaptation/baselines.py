@@ -53,7 +53,7 @@ def _train_supervised(method: str, backbone: str | Backbone, data: LabelledImage
     hist = train_classifier(model, data, epochs=math.ceil(config.steps / steps_per_epoch), batch_size=config.batch_size,
                             lr=config.lr, optimizer=config.optimizer, weight_decay=config.weight_decay, budget=budget,
                             batch_loss=batch_loss, seed=config.seed, device=device, progress=config.progress,
-                            desc=method)
+                            desc=method, precision=config.precision)
     history = [{"step": min(e * steps_per_epoch, hist.steps), "class_loss": loss}
                for e, loss in zip(hist.epochs, hist.train_loss)]
     return AdaptationResult(method, model, model, history, hist.steps, time.perf_counter() - start)

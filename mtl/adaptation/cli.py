@@ -73,7 +73,8 @@ def run_adapt(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     device = resolve_device(args.device)
     config = AdaptConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, translate=args.translate,
-                         log_every=max(1, args.steps // 10), seed=args.seed, progress=not args.no_progress)
+                         log_every=max(1, args.steps // 10), seed=args.seed, progress=not args.no_progress,
+                         precision=args.precision)
     config.validate()
     dann = {"gamma": args.gamma, "domain_weight": args.domain_weight, "lr_anneal": args.lr_anneal}
     adda = {} if args.adda_lr is None else {"lr": args.adda_lr}
@@ -97,7 +98,7 @@ def run_adapt(args: argparse.Namespace) -> dict[str, Any]:
               f"d_A {row['a_distance']:.3f} (before {before:.3f}){gap_text}")
     out = {"command": "adapt", "data": split.info, "backbone": args.backbone, "backbone_kwargs": kwargs,
            "config": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "translate": args.translate,
-                      "dann": dann, "adda": adda},
+                      "precision": args.precision, "dann": dann, "adda": adda},
            "seed": args.seed, "device": str(device), "a_distance_before": before, "methods": metrics,
            "histories": {name: res.history for name, res in results.items()}}
     if out_dir is not None:
@@ -128,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``adapt`` subcommand (DANN, Ganin and Lempitsky 2015; ADDA, Tzeng et al. 2017)."""
     from mtl.cli import (
         add_image_data_args,
+        add_precision_arg,
         add_training_args,
         int_list_arg,
         json_object_arg,
@@ -164,5 +166,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--domain-weight", type=number_arg, default=1.0, help="dann: final reversal factor (default 1)")
     g.add_argument("--lr-anneal", action="store_true", help="dann: Ganin's mu_0 / (1 + 10 p)^0.75 learning rate")
     g.add_argument("--adda-lr", type=positive_float_arg, default=None, help="adda: Adam learning rate (default 2e-4)")
+    add_precision_arg(g, "every method's training forward passes")
     add_training_args(p)
     p.set_defaults(func=_cmd_adapt)

@@ -21,6 +21,7 @@ from mtl.backbones.base import Backbone
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError
 from mtl.training import OPTIMIZERS, predict_logits
+from mtl.utils.precision import check_precision
 
 __all__ = [
     "AdaptConfig",
@@ -41,7 +42,9 @@ class AdaptConfig:
     ``steps`` optimizer steps of ``batch_size`` source images (plus ``batch_size`` target images
     for the adversarial methods); ``log_every`` steps a row is added to the history;
     ``translate`` moves every training image by a random offset of up to that many pixels
-    (edge pixels repeated), the usual augmentation for few drawings per class.
+    (edge pixels repeated), the usual augmentation for few drawings per class. ``precision="bf16"``
+    runs the networks' forward passes under bfloat16 autocast (:mod:`mtl.utils.precision`), the
+    losses and the evaluation in float32.
     """
 
     steps: int = 1000
@@ -53,6 +56,7 @@ class AdaptConfig:
     translate: int = 0
     seed: int = 0
     progress: bool = True
+    precision: str = "fp32"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
@@ -71,6 +75,7 @@ class AdaptConfig:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_precision(self.precision)
 
 
 @dataclass

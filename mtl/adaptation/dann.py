@@ -36,6 +36,7 @@ from mtl.backbones.base import Backbone
 from mtl.data.base import LabelledImages
 from mtl.errors import ConfigError
 from mtl.training import evaluate_classifier, make_optimizer
+from mtl.utils.precision import autocast
 from mtl.utils.runtime import Budget
 
 __all__ = ["DANN", "DANNConfig", "train_dann"]
@@ -144,10 +145,12 @@ def train_dann(
             si, ti = next(src_batches), next(tgt_batches)
             xs, ys = source.images[si].to(device), source.targets[si].to(device)
             xt = target_x[ti].to(device)
-            feats = classifier.forward_features(random_translate(torch.cat([xs, xt]), config.translate, aug_gen))
-            class_loss = F.cross_entropy(classifier.head(feats[: len(xs)]), ys)
+            with autocast(device, config.precision):
+                feats = classifier.forward_features(random_translate(torch.cat([xs, xt]), config.translate, aug_gen))
+                class_logits, dom_logits = classifier.head(feats[: len(xs)]), model.domain_logits(feats)
+            class_logits, dom_logits = class_logits.float(), dom_logits.float()
+            class_loss = F.cross_entropy(class_logits, ys)
             domains = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(device)
-            dom_logits = model.domain_logits(feats)
             domain_loss = F.binary_cross_entropy_with_logits(dom_logits, domains)
             loss = class_loss + domain_loss
             if not torch.isfinite(loss):

@@ -166,7 +166,8 @@ def run_methods(
         raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(METHODS)}")
     config = config or AdaptConfig()
     config.validate()
-    shared = {k: getattr(config, k) for k in ("steps", "batch_size", "log_every", "translate", "seed", "progress")}
+    shared = {k: getattr(config, k) for k in ("steps", "batch_size", "log_every", "translate", "seed", "progress",
+                                                  "precision")}
     wanted = ["source-only"] + [m for m in METHODS if m in methods and m != "source-only"]
     results: dict[str, AdaptationResult] = {}
     metrics: dict[str, dict[str, Any]] = {}
