@@ -222,6 +222,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from meta.evaluation import confused_pairs, evaluate
     from meta.fewshot import TaskSources
+    from meta.protonet import check_test_rotate
     from mtl.utils import resolve_device
 
     _single_process("evaluate")
@@ -241,10 +242,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.algo == "protonet":
         changes["train_ways"] = changes.get("ways", cfg.ways)
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
-    if args.test_shift:
-        if cfg.algo != "protonet":
-            raise ConfigError(f"--test-shift averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
-        algo.test_shift = args.test_shift
+    for option, value in (("--test-shift", args.test_shift), ("--test-rotate", args.test_rotate)):
+        if value and cfg.algo != "protonet":
+            raise ConfigError(f"{option} averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
+    algo_views = {"test_shift": args.test_shift, "test_rotate": check_test_rotate(args.test_rotate)}
+    if cfg.algo == "protonet":
+        for name, value in algo_views.items():
+            setattr(algo, name, value)
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     if args.split == "val":
@@ -262,11 +266,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
            "tasks_per_second": result["tasks_per_second"], "checkpoint": _checkpoint_record(args.checkpoint),
            "split": tasks.note, "classes": args.split, "meta_iterations": None, "train_seconds": 0.0,
-           "test_shift": args.test_shift}
+           "test_shift": args.test_shift, "test_rotate": args.test_rotate}
     metric = "mse" if test_cfg.is_regression else "accuracy"
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
+    tta += f", test-time rotations of +-{args.test_rotate:g} degrees" if args.test_rotate else ""
     steps_note = f", {algo.eval_inner_steps} inner steps" if hasattr(algo, "eval_inner_steps") else ""
     print(f"{cfg.algo} {ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
           f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta}{steps_note})")
@@ -393,6 +398,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--test-shift", type=integer_arg, default=0, choices=range(5), metavar="P",
                    help="protonet: embed every test image as the mean of its copies shifted by up to P "
                         "pixels (test-time augmentation; (2P+1)^2 times the work; default 0: off)")
+    e.add_argument("--test-rotate", type=number_arg, default=0.0, metavar="DEG",
+                   help="protonet: also embed every test image rotated by -DEG and +DEG degrees and take the "
+                        "mean (with --test-shift, every shifted copy; 3 times the work; 0..45, default 0: off)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", default=None, metavar="PATH")
     e.add_argument("--overwrite", action="store_true")

@@ -14,11 +14,19 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from meta.functional import AdaptedPredictor, as_float, check_task_batch, forward_plan
+from mtl.data.augment import rotate
 from mtl.errors import ConfigError
 
 __all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits"]
 
 _DISTANCES = ("euclidean", "cosine")
+
+
+def check_test_rotate(degrees: object) -> float:
+    """Return ``degrees`` as a float, raising :class:`ConfigError` unless it is a number in [0, 45]."""
+    if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 <= degrees <= 45:
+        raise ConfigError(f"test_rotate must be a number of degrees in [0, 45], got {degrees!r}")
+    return float(degrees)
 
 
 def prototypes(embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -113,6 +121,10 @@ class ProtoNet(nn.Module):
             copies moved by up to ``test_shift`` pixels in x and y (circular shifts, which equal
             plain shifts for images with empty borders such as Omniglot's). Training is unchanged.
             It costs that many times the embedding work at test time.
+        test_rotate: test-time rotations (0: off, at most 45 degrees): in eval mode every image is
+            also embedded rotated by ``-test_rotate`` and ``+test_rotate`` degrees
+            (:func:`mtl.data.rotate`), three times the views; with ``test_shift`` every shifted
+            copy is rotated too.
 
     The model is used as an ordinary module: in train mode BatchNorm uses batch statistics and
     updates its running statistics (if it tracks them), in eval mode it uses them, as in
@@ -121,11 +133,12 @@ class ProtoNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0,
-                 test_shift: int = 0) -> None:
+                 test_shift: int = 0, test_rotate: float = 0.0) -> None:
         super().__init__()
         if isinstance(test_shift, bool) or not isinstance(test_shift, int) or not 0 <= test_shift <= 4:
             raise ConfigError(f"test_shift must be an integer number of pixels in 0..4, got {test_shift!r}")
         self.test_shift = test_shift
+        self.test_rotate = check_test_rotate(test_rotate)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if distance not in _DISTANCES:
@@ -144,17 +157,26 @@ class ProtoNet(nn.Module):
     def _embed(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
         return _flat_embedding(self.model, params, x)
 
+    @property
+    def _test_views(self) -> bool:
+        return not self.training and (self.test_shift > 0 or self.test_rotate > 0)
+
     def _embed_shifted(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
-        """:meth:`_embed`, averaged over shifted copies in eval mode when ``test_shift`` is set."""
-        r = self.test_shift
-        if r == 0 or self.training:
+        """:meth:`_embed`, averaged over shifted (and rotated) copies in eval mode when
+        ``test_shift`` (``test_rotate``) is set."""
+        if not self._test_views:
             return self._embed(params, x)
-        total = None
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                e = self._embed(params, torch.roll(x, (dy, dx), (-2, -1)))
-                total = e if total is None else total + e
-        return total / (2 * r + 1) ** 2
+        r = self.test_shift
+        angles = (-self.test_rotate, 0.0, self.test_rotate) if self.test_rotate > 0 else (0.0,)
+        total, views = None, 0
+        for angle in angles:
+            turned = rotate(x, angle)
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    e = self._embed(params, torch.roll(turned, (dy, dx), (-2, -1)))
+                    total = e if total is None else total + e
+                    views += 1
+        return total / views
 
     def _logits(self, emb: Tensor, protos: Tensor) -> Tensor:
         return prototype_logits(emb, protos, self.distance, self.cosine_scale)
@@ -170,7 +192,7 @@ class ProtoNet(nn.Module):
         check_task_batch(support_x, support_y, batched=False)
         params = dict(self.model.named_parameters())
         protos = prototypes(self._embed_shifted(params, support_x), support_y)
-        shifted = self.test_shift > 0 and not self.training
+        shifted = self._test_views
 
         def logits_fn(emb: Tensor) -> Tensor:
             return self._logits(emb.flatten(1), protos)
@@ -241,4 +263,5 @@ class ProtoNet(nn.Module):
     def extra_repr(self) -> str:
         extra = f", cosine_scale={self.cosine_scale}" if self.distance == "cosine" else ""
         extra += f", test_shift={self.test_shift}" if self.test_shift else ""
+        extra += f", test_rotate={self.test_rotate:g}" if self.test_rotate else ""
         return f"distance={self.distance!r}{extra}"

@@ -6,10 +6,11 @@
 - :class:`SinusoidTasks` — Finn et al. 2017 sinusoid regression;
 - :class:`EpisodeSampler` — N-way K-shot Q-query episodes over any labelled set;
 - :func:`random_shift` — random translations, reproducible by generator.
-- :func:`random_affine` — random rotations, stretches and shears, reproducible by generator.
+- :func:`random_affine` — random rotations, stretches and shears, reproducible by generator;
+  :func:`rotate` — one fixed rotation.
 """
 
-from mtl.data.augment import random_affine, random_shift
+from mtl.data.augment import random_affine, random_shift, rotate
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, EpisodeSampler, split_classes
 from mtl.data.glyphs import make_glyphs
@@ -47,6 +48,7 @@ __all__ = [
     "make_glyphs",
     "random_affine",
     "random_shift",
+    "rotate",
     "split_classes",
     "vinyals_split",
 ]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mtl.errors import ConfigError
 
-__all__ = ["AFFINE_LIMITS", "random_affine", "random_shift"]
+__all__ = ["AFFINE_LIMITS", "random_affine", "random_shift", "rotate"]
 
 AFFINE_LIMITS = {"degrees": 180.0, "scale": 0.9, "shear": 60.0}  # largest accepted random_affine ranges
 
@@ -74,7 +74,25 @@ def random_affine(
         torch.stack([cos * sx, (cos * tan_shear - sin) * sy], -1),
         torch.stack([sin * sx, (sin * tan_shear + cos) * sy], -1),
     ], -2)
+    return _warp(x, forward)
+
+
+def _warp(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+    """Resample each image of ``x`` under its ``forward`` 2x2 map about the centre (float64 ``[B, 2, 2]``)."""
     # affine_grid wants, for each output pixel, where to read in the input: the inverse map
-    theta = torch.cat([torch.linalg.inv(forward), torch.zeros(b, 2, 1, dtype=torch.float64)], -1)
+    theta = torch.cat([torch.linalg.inv(forward), torch.zeros(x.shape[0], 2, 1, dtype=torch.float64)], -1)
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Every image of ``x`` ``[B, C, H, W]`` rotated by ``degrees`` about its centre (clockwise as
+    displayed, rows downwards), resampled bilinearly as in :func:`random_affine` (pixels from
+    outside the image are 0)."""
+    if x.dim() != 4:
+        raise ConfigError(f"x must be a batch of images [B, C, H, W], got shape {tuple(x.shape)}")
+    if degrees == 0:
+        return x
+    a = torch.deg2rad(torch.tensor(float(degrees), dtype=torch.float64))
+    forward = torch.stack([torch.stack([a.cos(), -a.sin()]), torch.stack([a.sin(), a.cos()])])
+    return _warp(x, forward.expand(x.shape[0], 2, 2))
