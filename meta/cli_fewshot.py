@@ -245,10 +245,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for option, value in (("--test-shift", args.test_shift), ("--test-rotate", args.test_rotate)):
         if value and cfg.algo != "protonet":
             raise ConfigError(f"{option} averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
-    algo_views = {"test_shift": args.test_shift, "test_rotate": check_test_rotate(args.test_rotate)}
     if cfg.algo == "protonet":
-        for name, value in algo_views.items():
-            setattr(algo, name, value)
+        algo.test_shift, algo.test_rotate = args.test_shift, check_test_rotate(args.test_rotate)
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     if args.split == "val":
