@@ -222,7 +222,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from meta.evaluation import confused_pairs, evaluate
     from meta.fewshot import TaskSources
-    from meta.protonet import check_test_rotate
+    from meta.protonet import check_transductive_steps
+    from mtl.data.augment import check_test_rotate
     from mtl.utils import resolve_device
 
     _single_process("evaluate")
@@ -243,10 +244,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         changes["train_ways"] = changes.get("ways", cfg.ways)
     test_cfg = replace(cfg.resolved(), **changes, test_tasks=args.test_tasks)
     for option, value in (("--test-shift", args.test_shift), ("--test-rotate", args.test_rotate)):
-        if value and cfg.algo != "protonet":
-            raise ConfigError(f"{option} averages ProtoNet embeddings; this checkpoint is {cfg.algo}")
-    if cfg.algo == "protonet":
+        if value and not hasattr(algo, "test_shift"):
+            raise ConfigError(f"{option} needs protonet or the MAML family (test-time views of the images); "
+                              f"this checkpoint is {cfg.algo}")
+    if args.transductive_steps and cfg.algo != "protonet":
+        raise ConfigError(f"--transductive-steps refines ProtoNet prototypes; this checkpoint is {cfg.algo}")
+    if hasattr(algo, "test_shift"):
         algo.test_shift, algo.test_rotate = args.test_shift, check_test_rotate(args.test_rotate)
+    if cfg.algo == "protonet":
+        algo.transductive_steps = check_transductive_steps(args.transductive_steps)
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     if args.split == "val":
@@ -264,12 +270,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
            "test_tasks": int(result["num_tasks"]), "ci95": result["ci95"],
            "tasks_per_second": result["tasks_per_second"], "checkpoint": _checkpoint_record(args.checkpoint),
            "split": tasks.note, "classes": args.split, "meta_iterations": None, "train_seconds": 0.0,
-           "test_shift": args.test_shift, "test_rotate": args.test_rotate}
+           "test_shift": args.test_shift, "test_rotate": args.test_rotate,
+           "transductive_steps": args.transductive_steps}
     metric = "mse" if test_cfg.is_regression else "accuracy"
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
     tta += f", test-time rotations of +-{args.test_rotate:g} degrees" if args.test_rotate else ""
+    tta += f", transductive: {args.transductive_steps} soft k-means steps" if args.transductive_steps else ""
     steps_note = f", {algo.eval_inner_steps} inner steps" if hasattr(algo, "eval_inner_steps") else ""
     print(f"{cfg.algo} {ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
           f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta}{steps_note})")
@@ -394,11 +402,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--confusions", type=positive_int_arg, default=None, metavar="K",
                    help="also list the K class pairs confused most often over the same tasks")
     e.add_argument("--test-shift", type=integer_arg, default=0, choices=range(5), metavar="P",
-                   help="protonet: embed every test image as the mean of its copies shifted by up to P "
-                        "pixels (test-time augmentation; (2P+1)^2 times the work; default 0: off)")
+                   help="test-time augmentation: protonet embeds every test image as the mean of its copies "
+                        "shifted by up to P pixels; the MAML family averages its query outputs over such "
+                        "copies of the queries after adapting ((2P+1)^2 times the work; default 0: off)")
     e.add_argument("--test-rotate", type=number_arg, default=0.0, metavar="DEG",
-                   help="protonet: also embed every test image rotated by -DEG and +DEG degrees and take the "
-                        "mean (with --test-shift, every shifted copy; 3 times the work; 0..45, default 0: off)")
+                   help="also the copies rotated by -DEG and +DEG degrees (with --test-shift, of every "
+                        "shifted copy; 3 times the work; 0..45, default 0: off)")
+    e.add_argument("--transductive-steps", type=integer_arg, default=0, metavar="N",
+                   help="protonet: refine the prototypes with each task's queries by N soft k-means steps "
+                        "(Ren et al. 2018) before classifying them: a transductive test, not the paper's "
+                        "(0..100, default 0: off)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", default=None, metavar="PATH")
     e.add_argument("--overwrite", action="store_true")

@@ -43,6 +43,7 @@ from meta.functional import (
 )
 from meta.protonet import prototypes
 from mtl.backbones.base import Backbone
+from mtl.data.augment import check_test_rotate, check_test_shift, tta_views
 from mtl.errors import ConfigError
 from mtl.utils.precision import autocast_state, restore_autocast
 
@@ -54,6 +55,10 @@ _LEARN_LR = (None, "per_param", "per_layer_per_step")
 def _key(name: str) -> str:
     """``nn.ParameterDict`` keys may not contain dots: ``head.weight`` -> ``head__weight``."""
     return name.replace(".", "__")
+
+
+def _mean(outputs: list[Tensor]) -> Tensor:
+    return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
 
 
 def _strip(d: Mapping[str, Tensor], prefix: str) -> ParamDict:
@@ -132,6 +137,13 @@ class MAML(nn.Module):
             ``True`` needs a model without BatchNorm running statistics, and is refused with
             second-order gradients through BatchNorm/InstanceNorm/LayerNorm, where torch's vmap
             computes a wrong double backward (pytorch/functorch#534; found by this module's tests).
+        test_shift, test_rotate: test-time augmentation of the queries (0: off): in eval mode,
+            after adapting on the unchanged support set, the query outputs are the mean of the
+            outputs on shifted copies of the queries (up to ``test_shift`` pixels in x and y,
+            at most 4) and, with ``test_rotate`` (degrees, at most 45), copies also rotated by
+            ``-test_rotate`` and ``+test_rotate``, each view a batch of its own
+            (:func:`mtl.data.tta_views`). The inner loop is unchanged; the query passes cost
+            that many times more. Training is unchanged.
 
     BatchNorm follows the MAML convention: every forward pass (inner loop, query, test)
     normalises with the statistics of the batch it sees, in training and at test time, so build
@@ -165,8 +177,12 @@ class MAML(nn.Module):
         first_order_until: int | None = None,
         batched: bool | None = None,
         head_init: str | None = None,
+        test_shift: int = 0,
+        test_rotate: float = 0.0,
     ) -> None:
         super().__init__()
+        self.test_shift = check_test_shift(test_shift)
+        self.test_rotate = check_test_rotate(test_rotate)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         require_head(model, type(self).__name__)
@@ -288,6 +304,14 @@ class MAML(nn.Module):
             out[n] = w[min(step, w.shape[0] - 1)]
         return out
 
+    @property
+    def _test_views(self) -> bool:
+        return not self.training and (self.test_shift > 0 or self.test_rotate > 0)
+
+    def _query_views(self, queries: Tensor) -> list[Tensor]:
+        """The query batch, or in eval mode with ``test_shift``/``test_rotate`` its test-time views."""
+        return tta_views(queries, self.test_shift, self.test_rotate) if self._test_views else [queries]
+
     def _check_model_input(self, x: Tensor) -> None:
         check = getattr(self.model, "check_input", None)
         if callable(check):
@@ -335,9 +359,10 @@ class MAML(nn.Module):
                              first_order=first_order, track=track, step_params=self._with_step_bn)
         outs: list[Tensor] = []
         if queries is not None:
+            views = self._query_views(queries)
             for k in out_steps or [steps]:
                 full = self._with_step_bn(history[k], k - 1)
-                outs.append(functional_forward(self.model, full, buffers, queries))
+                outs.append(_mean([functional_forward(self.model, full, buffers, v) for v in views]))
         return history, outs
 
     def _run_task_head(
@@ -372,9 +397,9 @@ class MAML(nn.Module):
         outs: list[Tensor] = []
         if queries is not None:
             self._check_model_input(queries)
-            fq = functional_forward(model.features, trunk, tbuf, queries)
+            fqs = [functional_forward(model.features, trunk, tbuf, v) for v in self._query_views(queries)]
             for k in out_steps or [steps]:
-                outs.append(functional_forward(model.head, hist[k], hbuf, fq))
+                outs.append(_mean([functional_forward(model.head, hist[k], hbuf, fq) for fq in fqs]))
         return history, outs
 
     def _task_objective(
@@ -403,7 +428,9 @@ class MAML(nn.Module):
         ``steps`` defaults to ``inner_steps`` in train mode and ``eval_inner_steps`` in eval
         mode. The adapted parameters stay differentiable w.r.t. the meta-parameters when grad
         mode is enabled (second order unless ``first_order``); under ``torch.no_grad()`` they are
-        plain tensors. The model's parameters are never modified.
+        plain tensors. The model's parameters are never modified. In eval mode with ``test_shift``
+        or ``test_rotate``, the predictor returns the mean output over the test-time views of
+        its input.
         """
         check_task_batch(support_x, support_y, batched=False)
         if steps is None:
@@ -414,7 +441,15 @@ class MAML(nn.Module):
         history, _ = self._run_task(self._model_params(), support_x, support_y, steps, first_order=fo,
                                     track=torch.is_grad_enabled())
         final = self._with_step_bn(history[-1], steps - 1)
-        return AdaptedPredictor(self.model, final, self._model_buffers())
+        if not self._test_views:
+            return AdaptedPredictor(self.model, final, self._model_buffers())
+
+        shift, degrees = self.test_shift, self.test_rotate
+
+        def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            return _mean([functional_forward(model, p, b, v) for v in tta_views(x, shift, degrees)])
+
+        return AdaptedPredictor(self.model, final, self._model_buffers(), forward=forward)
 
     def outer_loss(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,

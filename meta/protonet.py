@@ -14,19 +14,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from meta.functional import AdaptedPredictor, as_float, check_task_batch, forward_plan
-from mtl.data.augment import rotate
+from mtl.data.augment import check_test_rotate, check_test_shift, tta_views
 from mtl.errors import ConfigError
 
-__all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits"]
+__all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits", "soft_kmeans_prototypes"]
 
 _DISTANCES = ("euclidean", "cosine")
-
-
-def check_test_rotate(degrees: object) -> float:
-    """Return ``degrees`` as a float, raising :class:`ConfigError` unless it is a number in [0, 45]."""
-    if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 <= degrees <= 45:
-        raise ConfigError(f"test_rotate must be a number of degrees in [0, 45], got {degrees!r}")
-    return float(degrees)
 
 
 def prototypes(embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -63,6 +56,35 @@ def prototype_logits(
     if distance == "cosine":
         return cosine_scale * F.normalize(queries, dim=-1) @ F.normalize(protos, dim=-1).t()
     raise ConfigError(f"distance must be one of {list(_DISTANCES)}, got {distance!r}")
+
+
+def check_transductive_steps(steps: object) -> int:
+    """Return ``steps``, raising :class:`ConfigError` unless it is an integer in 0..100."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 100:
+        raise ConfigError(f"transductive_steps must be an integer in 0..100, got {steps!r}")
+    return steps
+
+
+def soft_kmeans_prototypes(
+    support: Tensor, support_y: Tensor, queries: Tensor, steps: int, distance: str = "euclidean",
+    cosine_scale: float = 10.0,
+) -> Tensor:
+    """Prototypes ``[N, D]`` refined with unlabelled queries ``[Q, D]`` by soft k-means (Ren et al. 2018,
+    "Meta-Learning for Semi-Supervised Few-Shot Classification", eq. 4), repeated ``steps`` times.
+
+    Starting from the support prototypes, each step assigns every query to the classes with the
+    softmax of its logits (:func:`prototype_logits`) and moves each prototype to the mean of its
+    support embeddings and the queries, weighted by those assignments (the support examples
+    weigh 1). ``steps=0`` gives :func:`prototypes`. This is transductive: every query's label
+    depends on the other queries of the batch.
+    """
+    protos = prototypes(support, support_y)
+    counts = torch.bincount(support_y, minlength=protos.shape[0]).to(protos.dtype)
+    sums = protos * counts[:, None]
+    for _ in range(steps):
+        weights = prototype_logits(queries, protos, distance, cosine_scale).softmax(-1)
+        protos = (sums + weights.t() @ queries) / (counts + weights.sum(0))[:, None]
+    return protos
 
 
 def _flat_embedding(model: nn.Module, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
@@ -125,6 +147,12 @@ class ProtoNet(nn.Module):
             also embedded rotated by ``-test_rotate`` and ``+test_rotate`` degrees
             (:func:`mtl.data.rotate`), three times the views; with ``test_shift`` every shifted
             copy is rotated too.
+        transductive_steps: in eval mode, refine the prototypes with the task's queries by this
+            many soft k-means steps (:func:`soft_kmeans_prototypes`, Ren et al. 2018) before
+            classifying them (0, the default: off, the inductive ProtoNet of the paper). This is a
+            transductive test: it assumes the queries are a batch of the support classes (the
+            protocol's 15 per class), and every query's label depends on the others. Training is
+            unchanged.
 
     The model is used as an ordinary module: in train mode BatchNorm uses batch statistics and
     updates its running statistics (if it tracks them), in eval mode it uses them, as in
@@ -133,11 +161,10 @@ class ProtoNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0,
-                 test_shift: int = 0, test_rotate: float = 0.0) -> None:
+                 test_shift: int = 0, test_rotate: float = 0.0, transductive_steps: int = 0) -> None:
         super().__init__()
-        if isinstance(test_shift, bool) or not isinstance(test_shift, int) or not 0 <= test_shift <= 4:
-            raise ConfigError(f"test_shift must be an integer number of pixels in 0..4, got {test_shift!r}")
-        self.test_shift = test_shift
+        self.transductive_steps = check_transductive_steps(transductive_steps)
+        self.test_shift = check_test_shift(test_shift)
         self.test_rotate = check_test_rotate(test_rotate)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -166,17 +193,13 @@ class ProtoNet(nn.Module):
         ``test_shift`` (``test_rotate``) is set."""
         if not self._test_views:
             return self._embed(params, x)
-        r = self.test_shift
-        angles = (-self.test_rotate, 0.0, self.test_rotate) if self.test_rotate > 0 else (0.0,)
-        total, views = None, 0
-        for angle in angles:
-            turned = rotate(x, angle)
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    e = self._embed(params, torch.roll(turned, (dy, dx), (-2, -1)))
-                    total = e if total is None else total + e
-                    views += 1
-        return total / views
+        views = tta_views(x, self.test_shift, self.test_rotate)
+        return torch.stack([self._embed(params, v) for v in views]).mean(0)
+
+    def _prototypes(self, support: Tensor, sy: Tensor, queries: Tensor) -> Tensor:
+        """The support prototypes, refined with the queries in eval mode when ``transductive_steps`` is set."""
+        steps = 0 if self.training else self.transductive_steps
+        return soft_kmeans_prototypes(support, sy, queries, steps, self.distance, self.cosine_scale)
 
     def _logits(self, emb: Tensor, protos: Tensor) -> Tensor:
         return prototype_logits(emb, protos, self.distance, self.cosine_scale)
@@ -187,15 +210,20 @@ class ProtoNet(nn.Module):
         ``predictor(x)`` embeds ``x`` with ``predictor.params`` (the model's own parameters;
         ProtoNets do not adapt weights) and returns logits against ``predictor.prototypes``
         (negative squared distances for ``"euclidean"``). Prototypes stay differentiable when
-        grad mode is on.
+        grad mode is on. In eval mode with ``transductive_steps``, each call refines the
+        prototypes with the batch ``x`` it is given (:func:`soft_kmeans_prototypes`) before
+        classifying it; ``predictor.prototypes`` stays the support prototypes.
         """
         check_task_batch(support_x, support_y, batched=False)
         params = dict(self.model.named_parameters())
-        protos = prototypes(self._embed_shifted(params, support_x), support_y)
+        support = self._embed_shifted(params, support_x)
+        protos = prototypes(support, support_y)
         shifted = self._test_views
+        transductive = not self.training and self.transductive_steps > 0
 
         def logits_fn(emb: Tensor) -> Tensor:
-            return self._logits(emb.flatten(1), protos)
+            emb = emb.flatten(1)
+            return self._logits(emb, self._prototypes(support, support_y, emb) if transductive else protos)
 
         def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
             if shifted:
@@ -208,7 +236,7 @@ class ProtoNet(nn.Module):
         if qy.is_floating_point() or qy.is_complex():
             raise ConfigError(f"ProtoNet needs integer class labels, got query_y dtype {qy.dtype}")
         emb = self._embed_shifted(None, torch.cat([sx, qx]))
-        protos = prototypes(emb[: sx.shape[0]], sy)
+        protos = self._prototypes(emb[: sx.shape[0]], sy, emb[sx.shape[0]:])
         logits = self._logits(emb[sx.shape[0]:], protos)
         if int(qy.max()) >= protos.shape[0] or int(qy.min()) < 0:
             raise ConfigError(f"query_y labels must be in 0..{protos.shape[0] - 1} (the support classes), "
@@ -264,4 +292,5 @@ class ProtoNet(nn.Module):
         extra = f", cosine_scale={self.cosine_scale}" if self.distance == "cosine" else ""
         extra += f", test_shift={self.test_shift}" if self.test_shift else ""
         extra += f", test_rotate={self.test_rotate:g}" if self.test_rotate else ""
+        extra += f", transductive_steps={self.transductive_steps}" if self.transductive_steps else ""
         return f"distance={self.distance!r}{extra}"

@@ -61,24 +61,27 @@ def test_bad_test_shift_is_refused(bad):
 def test_cli_evaluate_test_shift(tmp_path, capsys):
     tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
             "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
-    for algo in ("protonet", "fomaml"):
+    for algo in ("protonet", "fomaml", "reptile"):
         assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
                      "--out", str(tmp_path / algo), *tiny]) == 0
     capsys.readouterr()
     assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "protonet" / "best.pt"), "--test-tasks", "6",
                  "--test-shift", "1", "--no-progress"]) == 0
     assert "test-time shifts up to 1 px" in capsys.readouterr().out
-    code = main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "fomaml" / "best.pt"), "--test-tasks", "6",
+    assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "fomaml" / "best.pt"), "--test-tasks", "6",
+                 "--test-shift", "1", "--no-progress"]) == 0
+    assert "test-time shifts up to 1 px" in capsys.readouterr().out
+    code = main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "reptile" / "best.pt"), "--test-tasks", "6",
                  "--test-shift", "1", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "--test-shift averages ProtoNet embeddings" in err
+    assert code == 2 and "--test-shift needs protonet or the MAML family" in err
     assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "protonet" / "best.pt"), "--test-tasks", "6",
                  "--test-shift", "1", "--test-rotate", "8", "--no-progress", "--json", str(tmp_path / "r.json")]) == 0
     assert "test-time shifts up to 1 px, test-time rotations of +-8 degrees" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["test_rotate"] == 8.0
     for bad, message in (("50", "test_rotate must be a number of degrees in [0, 45], got 50.0"),
-                         ("8", "--test-rotate averages ProtoNet embeddings")):
-        ckpt = tmp_path / ("protonet" if bad == "50" else "fomaml") / "best.pt"
+                         ("8", "--test-rotate needs protonet or the MAML family")):
+        ckpt = tmp_path / ("protonet" if bad == "50" else "reptile") / "best.pt"
         code = main(["fewshot", "evaluate", "--checkpoint", str(ckpt), "--test-tasks", "6", "--test-rotate", bad,
                      "--no-progress"])
         assert code == 2 and message in capsys.readouterr().err

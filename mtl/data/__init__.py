@@ -7,10 +7,10 @@
 - :class:`EpisodeSampler` — N-way K-shot Q-query episodes over any labelled set;
 - :func:`random_shift` — random translations, reproducible by generator.
 - :func:`random_affine` — random rotations, stretches and shears, reproducible by generator;
-  :func:`rotate` — one fixed rotation.
+  :func:`rotate` — one fixed rotation; :func:`tta_views` — shifted and rotated copies for test-time augmentation.
 """
 
-from mtl.data.augment import random_affine, random_shift, rotate
+from mtl.data.augment import random_affine, random_shift, rotate, tta_views
 from mtl.data.base import LabelledImages
 from mtl.data.episodes import Episode, EpisodeSampler, split_classes
 from mtl.data.glyphs import make_glyphs
@@ -49,6 +49,7 @@ __all__ = [
     "random_affine",
     "random_shift",
     "rotate",
+    "tta_views",
     "split_classes",
     "vinyals_split",
 ]

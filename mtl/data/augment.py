@@ -96,3 +96,34 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     a = torch.deg2rad(torch.tensor(float(degrees), dtype=torch.float64))
     forward = torch.stack([torch.stack([a.cos(), -a.sin()]), torch.stack([a.sin(), a.cos()])])
     return _warp(x, forward.expand(x.shape[0], 2, 2))
+
+
+def check_test_shift(pixels: object) -> int:
+    """Return ``pixels``, raising :class:`ConfigError` unless it is an integer in 0..4 (``test_shift``)."""
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or not 0 <= pixels <= 4:
+        raise ConfigError(f"test_shift must be an integer number of pixels in 0..4, got {pixels!r}")
+    return pixels
+
+
+def check_test_rotate(degrees: object) -> float:
+    """``degrees`` as a float, raising :class:`ConfigError` unless it is a number in [0, 45] (``test_rotate``)."""
+    if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 <= degrees <= 45:
+        raise ConfigError(f"test_rotate must be a number of degrees in [0, 45], got {degrees!r}")
+    return float(degrees)
+
+
+def tta_views(x: torch.Tensor, shift: int = 0, degrees: float = 0.0) -> list[torch.Tensor]:
+    """Copies of the image batch ``x`` for test-time augmentation: moved by every offset of up to
+    ``shift`` pixels in x and y (circular shifts, which equal plain shifts for images with empty
+    borders such as Omniglot's), each also rotated by ``-degrees`` and ``+degrees`` when
+    ``degrees > 0`` (:func:`rotate`): ``(2 * shift + 1) ** 2``, times 3 with rotations, views.
+    The first-listed view of the unrotated batch with no offset is ``x`` itself."""
+    shift, degrees = check_test_shift(shift), check_test_rotate(degrees)
+    angles = (0.0, -degrees, degrees) if degrees > 0 else (0.0,)
+    offsets = [(0, 0)] + [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
+                          if (dy, dx) != (0, 0)]
+    views = []
+    for angle in angles:
+        turned = rotate(x, angle)
+        views += [turned if (dy, dx) == (0, 0) else torch.roll(turned, (dy, dx), (-2, -1)) for dy, dx in offsets]
+    return views
