@@ -10,7 +10,10 @@
 #   4. tests on the usual 600 tasks (15 queries per class): ProtoNet at 5/20-way 1/5-shot, also
 #      with test-time shifts; the MAML family with the number of test inner steps that scores
 #      best on 400 validation tasks (`fewshot evaluate --split val`), chosen before the test
-#      (Proto-MAML, trained 20-way, is also tested 5-way: its head comes from the support set).
+#      (Proto-MAML, trained 20-way, is also tested 5-way: its head comes from the support set);
+#      the 20-way MAML also with test-time shifts of its queries when they score better on
+#      validation; the ProtoNet also transductively (soft k-means steps chosen on validation),
+#      reported apart from the inductive numbers.
 # Pools: POOL is one or more paths (space-separated). The default, the 13,180 28x28 images of
 # the Omniglot evaluation alphabets (omniglot28/images_evaluation.png), has none of the test or
 # validation alphabets, K=659. The larger pool of the seventh session adds the background sheet
@@ -64,6 +67,20 @@ for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
     --json "$OUT/eval_protonet_${w}w1s_shift1.json"
 done
+# transductive ProtoNet (Ren et al. 2018 soft k-means with the queries): the fewest steps with the best
+# accuracy on 300 validation tasks, at the two decimals reported (percent)
+for n in 1 2 3 5 10 20; do
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --split val --ways 17 --test-tasks 300 \
+    --transductive-steps "$n" --json "$OUT/val_protonet_transductive$n.json"
+done
+read -r tsteps < <(.venv/bin/python -c "import json,sys
+r=[(round(json.load(open(f'{sys.argv[1]}/val_protonet_transductive{n}.json'))['accuracy'], 4), -n)
+   for n in (1, 2, 3, 5, 10, 20)]
+print(-max(r)[1])" "$OUT")
+for w in 5 20; do
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --transductive-steps "$tsteps" \
+    --json "$OUT/eval_protonet_${w}w1s_transductive.json"
+done
 # the number of test steps for each MAML-family run: the fewest with the best validation accuracy
 # (400 validation tasks, every count from one adaptation per task)
 best_steps() {
@@ -71,8 +88,9 @@ best_steps() {
 best=max(r, key=lambda x: (x['accuracy'], -x['steps'])); print(best['steps'], best['accuracy'])" "$1"
 }
 declare -A TESTS=([maml]="5:1 5:5" [maml20]="20:1 20:5" [protomaml20]="20:1 5:1 5:5 20:5")
+declare -A COUNTS=([maml]="1,3,5,10,20,40" [maml20]="1,3,5,10,20,40,80,120,160" [protomaml20]="1,3,5,10,20,40")
 for run in maml maml20 protomaml20; do
-  $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps 1,3,5,10,20,40 \
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/$run/best.pt" --split val --test-tasks 400 --eval-inner-steps "${COUNTS[$run]}" \
     --json "$OUT/val_${run}_steps.json"
   read -r best best_acc < <(best_steps "$OUT/val_${run}_steps.json")
   echo "$run: $best test inner steps chosen on validation ($best_acc)" | tee "$OUT/${run}_steps.txt"
@@ -82,3 +100,13 @@ for run in maml maml20 protomaml20; do
       --json "$OUT/eval_${run}_${w}w${s}s.json"
   done
 done
+# the 20-way MAML with test-time shifts of its queries (9 views), tested only if validation prefers them
+read -r best _ < <(best_steps "$OUT/val_maml20_steps.json")
+$MTL "${EVAL[@]}" --checkpoint "$OUT/maml20/best.pt" --split val --test-tasks 400 --eval-inner-steps "$best" --test-shift 1 \
+  --json "$OUT/val_maml20_shift1.json"
+if .venv/bin/python -c "import json,sys
+a=json.load(open(sys.argv[1]))['accuracy']; b={r['steps']: r['accuracy'] for r in json.load(open(sys.argv[2]))['by_steps']}
+sys.exit(0 if a > b[int(sys.argv[3])] else 1)" "$OUT/val_maml20_shift1.json" "$OUT/val_maml20_steps.json" "$best"; then
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/maml20/best.pt" --ways 20 --shots 1 --eval-inner-steps "$best" --test-shift 1 \
+    --json "$OUT/eval_maml20_20w1s_shift1.json"
+fi

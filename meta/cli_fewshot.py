@@ -277,7 +277,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
     tta += f", test-time rotations of +-{args.test_rotate:g} degrees" if args.test_rotate else ""
-    tta += f", transductive: {args.transductive_steps} soft k-means steps" if args.transductive_steps else ""
+    if args.transductive_steps:
+        tta += f", transductive: {args.transductive_steps} soft k-means step{'s' * (args.transductive_steps > 1)}"
     steps_note = f", {algo.eval_inner_steps} inner steps" if hasattr(algo, "eval_inner_steps") else ""
     print(f"{cfg.algo} {ways}-way {test_cfg.shots}-shot: {metric} {res[metric] * scale:.2f}{unit} "
           f"+- {res['ci95'] * scale:.2f}{unit} (95% CI over {res['test_tasks']} {args.split} tasks{tta}{steps_note})")
