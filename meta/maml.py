@@ -137,13 +137,13 @@ class MAML(nn.Module):
             ``True`` needs a model without BatchNorm running statistics, and is refused with
             second-order gradients through BatchNorm/InstanceNorm/LayerNorm, where torch's vmap
             computes a wrong double backward (pytorch/functorch#534; found by this module's tests).
-        test_shift, test_rotate: test-time augmentation of the queries (0: off): in eval mode,
+        test_shift: test-time augmentation of the queries (0: off, at most 4): in eval mode,
             after adapting on the unchanged support set, the query outputs are the mean of the
-            outputs on shifted copies of the queries (up to ``test_shift`` pixels in x and y,
-            at most 4) and, with ``test_rotate`` (degrees, at most 45), copies also rotated by
-            ``-test_rotate`` and ``+test_rotate``, each view a batch of its own
-            (:func:`mtl.data.tta_views`). The inner loop is unchanged; the query passes cost
-            that many times more. Training is unchanged.
+            outputs on the copies of the queries shifted by up to ``test_shift`` pixels in x and
+            y, each view a batch of its own (:func:`mtl.data.tta_views`). The inner loop is
+            unchanged; the query passes cost that many times more. Training is unchanged.
+        test_rotate: also the copies rotated by ``-test_rotate`` and ``+test_rotate`` degrees
+            (0: off, at most 45; with ``test_shift``, of every shifted copy).
 
     BatchNorm follows the MAML convention: every forward pass (inner loop, query, test)
     normalises with the statistics of the batch it sees, in training and at test time, so build
