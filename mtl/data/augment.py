@@ -116,8 +116,8 @@ def tta_views(x: torch.Tensor, shift: int = 0, degrees: float = 0.0) -> list[tor
     """Copies of the image batch ``x`` for test-time augmentation: moved by every offset of up to
     ``shift`` pixels in x and y (circular shifts, which equal plain shifts for images with empty
     borders such as Omniglot's), each also rotated by ``-degrees`` and ``+degrees`` when
-    ``degrees > 0`` (:func:`rotate`): ``(2 * shift + 1) ** 2``, times 3 with rotations, views.
-    The first-listed view of the unrotated batch with no offset is ``x`` itself."""
+    ``degrees > 0`` (:func:`rotate`): ``(2 * shift + 1) ** 2`` views, times 3 with rotations.
+    The first view is ``x`` itself (no shift, no rotation)."""
     shift, degrees = check_test_shift(shift), check_test_rotate(degrees)
     angles = (0.0, -degrees, degrees) if degrees > 0 else (0.0,)
     offsets = [(0, 0)] + [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
