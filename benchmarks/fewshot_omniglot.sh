@@ -14,16 +14,12 @@ CLOCK="${CLOCK:-cpu}"    # cpu: each run's own CPU time (one thread each; robust
 if [ ! -f "$ROOT/images_background_small1.zip" ]; then
   echo "skipped: Omniglot not found at ROOT=$ROOT (set ROOT to a folder with the official zips)"; exit 0
 fi
-MTL=.venv/bin/mtlmeta
+source benchmarks/omniglot_common.sh
 COMMON=(--dataset omniglot --root "$ROOT" --budget-seconds "$BUDGET" --budget-clock "$CLOCK" --snapshot-seconds 600 --threads 1 --no-progress)
 mkdir -p "$OUT"
-# Training images are distorted (rotation up to 15 degrees, x/y stretch up to 20%, shear up to 15
-# degrees) and shifted by up to 2 pixels.
-AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
 # ProtoNets as Snell et al. trained them on Omniglot (60-way episodes, 5 queries, Adam 1e-3 halved
 # every 2,000 episodes); tested with 15 queries below.
-$MTL fewshot train --algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 \
-  "${AUGMENT[@]}" --schedule step --schedule-iterations 6000 --validate-every 200 --validation-tasks 200 --checkpoint-every 200 "${COMMON[@]}" \
+$MTL fewshot train "${PROTONET[@]}" --schedule-iterations 6000 "${AUGMENT[@]}" "${COMMON[@]}" \
   --out "$OUT/protonet_1shot" --json "$OUT/protonet_1shot.json" > "$OUT/protonet_1shot.log" 2>&1 &
 # MAML: 5 queries per class while training (tested with 15), 16 tasks per meta-batch.
 $MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 16 \
@@ -32,13 +28,8 @@ $MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 16 \
 wait
 # The same trained models tested at other settings (ProtoNets: any ways/shots; MAML: its trained 5 ways).
 for ckpt in best_600s best; do
-  for ws in "5 1" "5 5" "20 1" "20 5"; do
-    set -- $ws
-    $MTL fewshot evaluate --checkpoint "$OUT/protonet_1shot/$ckpt.pt" --ways "$1" --shots "$2" --queries 15 --threads 2 \
-      --no-progress --json "$OUT/eval_protonet_${ckpt}_${1}w${2}s.json" --overwrite
-  done
+  test_protonet "$OUT/protonet_1shot/$ckpt.pt" "$OUT/eval_protonet_${ckpt}"
   for s in 1 5; do
-    $MTL fewshot evaluate --checkpoint "$OUT/maml_5w1s/$ckpt.pt" --shots "$s" --queries 15 --threads 2 \
-      --no-progress --json "$OUT/eval_maml_${ckpt}_5w${s}s.json" --overwrite
+    $MTL "${EVAL[@]}" --checkpoint "$OUT/maml_5w1s/$ckpt.pt" --shots "$s" --json "$OUT/eval_maml_${ckpt}_5w${s}s.json"
   done
 done

@@ -21,11 +21,7 @@ REST="${REST:-3000}"
 if [ ! -f "$ROOT/images_background_small1.zip" ] || [ ! -f "${POOLS[0]}" ]; then
   echo "skipped: needs Omniglot at ROOT=$ROOT and the unlabelled sheet POOL=${POOLS[0]}"; exit 0
 fi
-MTL=.venv/bin/mtlmeta
-DATA=(--dataset omniglot --root "$ROOT" --threads 1 --no-progress --budget-clock cpu)
-AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
-PROTONET=(--algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step
-          --validate-every 200 --validation-tasks 200 --checkpoint-every 200)
+source benchmarks/omniglot_common.sh
 mkdir -p "$OUT"
 STAGE1="${STAGE1:-}"
 if [ -z "$STAGE1" ]; then
@@ -40,7 +36,7 @@ for seed in 1 2; do
     --budget-seconds "$HALF" --out "$OUT/member$seed" --json "$OUT/member$seed.json" > "$OUT/member$seed.log" 2>&1 &
 done
 wait
-EVAL=(fewshot evaluate --queries 15 --shots 1 --threads 2 --no-progress --overwrite)
+EVAL+=(--shots 1)
 MEMBERS=("$OUT/member1/best.pt" "$OUT/member2/best.pt")
 for w in 5 20; do
   for seed in 1 2; do

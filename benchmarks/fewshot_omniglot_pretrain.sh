@@ -14,30 +14,22 @@ HALF=$((BUDGET / 2))
 if [ ! -f "$ROOT/images_background_small1.zip" ]; then
   echo "skipped: Omniglot not found at ROOT=$ROOT (set ROOT to a folder with the official zips)"; exit 0
 fi
-MTL=.venv/bin/mtlmeta
-DATA=(--dataset omniglot --root "$ROOT" --threads 1 --no-progress --budget-clock cpu)
-AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
+source benchmarks/omniglot_common.sh
 mkdir -p "$OUT"
 # 1. classifier pre-training: batches of 128, Adam 1e-3 with a cosine to 0 over the half budget
 $MTL fewshot pretrain "${DATA[@]}" "${AUGMENT[@]}" --budget-seconds "$HALF" --validate-every 500 \
   --validation-tasks 200 --queries 15 --out "$OUT/pretrain" --json "$OUT/pretrain.json" > "$OUT/pretrain.log" 2>&1
 # 2. episodic training from the pre-trained trunk (the recipes of fewshot_omniglot.sh; MAML's cosine
 #    schedule shortened to the iterations its half budget allows, about 1,650)
-$MTL fewshot train --algo protonet --init "$OUT/pretrain/backbone.pt" --train-ways 60 --ways 5 --shots 1 --queries 5 \
-  "${AUGMENT[@]}" --schedule step --schedule-iterations 6000 --validate-every 200 --validation-tasks 200 \
-  --checkpoint-every 200 "${DATA[@]}" --budget-seconds "$HALF" \
+$MTL fewshot train "${PROTONET[@]}" --schedule-iterations 6000 --init "$OUT/pretrain/backbone.pt" \
+  "${AUGMENT[@]}" "${DATA[@]}" --budget-seconds "$HALF" \
   --out "$OUT/protonet_1shot" --json "$OUT/protonet_1shot.json" > "$OUT/protonet_1shot.log" 2>&1 &
 $MTL fewshot train --algo maml --init "$OUT/pretrain/backbone.pt" --ways 5 --shots 1 --queries 5 --meta-batch 16 \
   "${AUGMENT[@]}" --schedule cosine --schedule-iterations $((HALF * 1650 / 1800)) --validate-every 100 \
   --validation-tasks 100 "${DATA[@]}" --budget-seconds "$HALF" \
   --out "$OUT/maml_5w1s" --json "$OUT/maml_5w1s.json" > "$OUT/maml_5w1s.log" 2>&1 &
 wait
-for ws in "5 1" "5 5" "20 1" "20 5"; do
-  set -- $ws
-  $MTL fewshot evaluate --checkpoint "$OUT/protonet_1shot/best.pt" --ways "$1" --shots "$2" --queries 15 --threads 2 \
-    --no-progress --json "$OUT/eval_protonet_${1}w${2}s.json" --overwrite
-done
+test_protonet "$OUT/protonet_1shot/best.pt" "$OUT/eval_protonet"
 for s in 1 5; do
-  $MTL fewshot evaluate --checkpoint "$OUT/maml_5w1s/best.pt" --shots "$s" --queries 15 --threads 2 \
-    --no-progress --json "$OUT/eval_maml_5w${s}s.json" --overwrite
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/maml_5w1s/best.pt" --shots "$s" --json "$OUT/eval_maml_5w${s}s.json"
 done

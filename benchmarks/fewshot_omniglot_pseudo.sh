@@ -33,11 +33,8 @@ REST="${REST:-3000}"      # stage-3 CPU seconds per learner
 if [ ! -f "$ROOT/images_background_small1.zip" ] || [ ! -f "${POOLS[0]}" ]; then
   echo "skipped: needs Omniglot at ROOT=$ROOT and the unlabelled sheet POOL=${POOLS[0]}"; exit 0
 fi
-MTL=.venv/bin/mtlmeta
-DATA=(--dataset omniglot --root "$ROOT" --threads 1 --no-progress --budget-clock cpu)
-AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
-PROTONET=(--algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step --schedule-iterations 6000
-          --validate-every 200 --validation-tasks 200 --checkpoint-every 200)
+source benchmarks/omniglot_common.sh
+PROTONET+=(--schedule-iterations 6000)
 MAML=(--shots 1 --queries 5 "${AUGMENT[@]}" --schedule cosine --validate-every 100
       --validation-tasks 100 --checkpoint-every 100)
 PSEUDO=(--pseudo-pool "${POOLS[@]}" --pseudo-classes "$K" --pseudo-size 20)
@@ -57,12 +54,7 @@ $MTL fewshot train --algo protomaml "${MAML[@]}" --ways 20 --val-ways 17 --meta-
   "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/protomaml20" --json "$OUT/protomaml20.json" \
   > "$OUT/protomaml20.log" 2>&1 &
 wait
-EVAL=(fewshot evaluate --queries 15 --threads 2 --no-progress --overwrite)
-for ws in "5 1" "5 5" "20 1" "20 5"; do
-  set -- $ws
-  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$1" --shots "$2" \
-    --json "$OUT/eval_protonet_${1}w${2}s.json"
-done
+test_protonet "$OUT/protonet/best.pt" "$OUT/eval_protonet"
 for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
     --json "$OUT/eval_protonet_${w}w1s_shift1.json"
