@@ -79,6 +79,8 @@ def soft_kmeans_prototypes(
     depends on the other queries of the batch.
     """
     protos = prototypes(support, support_y)
+    if steps == 0:  # the inductive case, every training episode: nothing more to compute
+        return protos
     counts = torch.bincount(support_y, minlength=protos.shape[0]).to(protos.dtype)
     sums = protos * counts[:, None]
     for _ in range(steps):
