@@ -12,7 +12,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -128,6 +128,8 @@ def evaluate(
 
     The algorithm is put in eval mode for the run (for ProtoNets this selects BatchNorm running
     statistics; MAML-family models always use batch statistics) and its mode restored after.
+    An algorithm with an ``embedding_cache()`` context (:class:`~meta.protonet.ProtoNet`) runs
+    inside it: each distinct image is then embedded once for the whole run.
     """
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
         raise ConfigError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
@@ -146,7 +148,9 @@ def evaluate(
     per_task: dict[str, list[float]] = {}
     done = 0
     start = time.perf_counter()
-    with closing(_each_task(algo, task_source, num_tasks, batch_size, progress, desc)) as tasks:
+    cache = getattr(algo, "embedding_cache", None)
+    with (cache() if callable(cache) else nullcontext()), \
+            closing(_each_task(algo, task_source, num_tasks, batch_size, progress, desc)) as tasks:
         for batch, b in tasks:
             metrics = algo.evaluate_task(batch.support_x[b], batch.support_y[b], batch.query_x[b], batch.query_y[b],
                                          **options)

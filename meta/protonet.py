@@ -6,7 +6,8 @@ classified by a softmax over negative squared Euclidean distances to the prototy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,42 @@ class EmbeddingEnsemble(nn.Module):
         return torch.cat([_flat_embedding(m, None, x) for m in self.members], dim=1)
 
 
+class _EmbeddingCache:
+    """Embeddings of images already seen, keyed by their bytes; valid while the network's
+    parameters and buffers are unchanged (checked by their in-place version counters)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.table: dict[bytes, Tensor] = {}
+        self.versions = self._versions()
+        self.hits = self.misses = 0
+
+    def _versions(self) -> tuple[int, ...]:
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return tuple(t._version for t in tensors)
+
+    def lookup(self, x: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        """``embed(x)``, computing it only for the rows of ``x`` not seen before."""
+        versions = self._versions()
+        if versions != self.versions:  # the network changed: every stored embedding is stale
+            self.table.clear()
+            self.versions = versions
+        head = f"{tuple(x.shape[1:])}{x.dtype}".encode()
+        raw = x.detach().cpu().contiguous().flatten(1).view(torch.uint8).numpy()
+        keys = [head + row.tobytes() for row in raw]
+        fresh: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in self.table:
+                fresh.setdefault(k, i)
+        if fresh:
+            rows = torch.tensor(list(fresh.values()), device=x.device)
+            for k, e in zip(fresh, embed(x.index_select(0, rows))):
+                self.table[k] = e
+        self.misses += len(fresh)
+        self.hits += len(keys) - len(fresh)
+        return torch.stack([self.table[k] for k in keys])
+
+
 class ProtoNet(nn.Module):
     """Prototypical Networks (Snell et al. 2017) on a headless registry backbone.
 
@@ -182,6 +219,29 @@ class ProtoNet(nn.Module):
         self.model = model
         self.distance = distance
         self.cosine_scale = float(cosine_scale)
+        self._cache: _EmbeddingCache | None = None
+
+    @contextmanager
+    def embedding_cache(self) -> Iterator[_EmbeddingCache]:
+        """Within the block, embed each distinct image once when evaluating.
+
+        In eval mode the embedding of an image is a function of the image alone (BatchNorm
+        uses its running statistics; the test-time views are fixed), so a test of 600 tasks
+        drawn from the same few hundred images needs each image's (view-averaged) embedding only
+        once. Images are recognised by their bytes; the stored embeddings are dropped whenever
+        the network's parameters or buffers change in place (an optimizer step), and the cache
+        is bypassed in train mode and when gradients are recorded. :func:`meta.evaluation.evaluate`
+        uses it. The results equal those without the cache up to float rounding (a batch of
+        other composition). Yields the cache (``hits`` and ``misses`` count the images looked up).
+        """
+        if self._cache is not None:  # nested: keep the outer block's cache
+            yield self._cache
+            return
+        self._cache = _EmbeddingCache(self.model)
+        try:
+            yield self._cache
+        finally:
+            self._cache = None
 
     def _embed(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
         return _flat_embedding(self.model, params, x)
@@ -191,6 +251,13 @@ class ProtoNet(nn.Module):
         return not self.training and (self.test_shift > 0 or self.test_rotate > 0)
 
     def _embed_shifted(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+        """:meth:`_embed_views`, through the embedding cache when one is active and applies."""
+        cache = self._cache
+        if cache is not None and params is None and not self.training and not torch.is_grad_enabled():
+            return cache.lookup(x, lambda rows: self._embed_views(None, rows))
+        return self._embed_views(params, x)
+
+    def _embed_views(self, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
         """:meth:`_embed`, averaged over shifted (and rotated) copies in eval mode when
         ``test_shift`` (``test_rotate``) is set."""
         if not self._test_views:
