@@ -222,7 +222,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from meta.evaluation import confused_pairs, evaluate
     from meta.fewshot import TaskSources
-    from meta.protonet import check_transductive_steps
+    from meta.protonet import check_shrinkage, check_transductive_steps
     from mtl.data.augment import check_test_rotate
     from mtl.utils import resolve_device
 
@@ -253,6 +253,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         algo.test_shift, algo.test_rotate = args.test_shift, check_test_rotate(args.test_rotate)
     if cfg.algo == "protonet":
         algo.transductive_steps = check_transductive_steps(args.transductive_steps)
+    if args.mahalanobis is not None:
+        if cfg.algo != "protonet":
+            raise ConfigError(f"--mahalanobis is a ProtoNet distance; this checkpoint is {cfg.algo}")
+        check_shrinkage(args.mahalanobis)
     if args.confusions and test_cfg.is_regression:
         raise ConfigError("--confusions needs a classifier; this checkpoint is a sinusoid regressor")
     if args.split == "val":
@@ -261,6 +265,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         tasks = TaskSources(test_cfg, device, test_only=True)
     source = tasks.val if args.split == "val" else tasks.test
+    metric_note = _fit_mahalanobis(algo, tasks, args) if args.mahalanobis is not None else None
     ways = test_cfg.val_ways if args.split == "val" else test_cfg.ways
     several = at_steps is not None and len(at_steps) > 1
     result = evaluate(algo, source, num_tasks=args.test_tasks, progress=not args.no_progress,
@@ -271,12 +276,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
            "tasks_per_second": result["tasks_per_second"], "checkpoint": _checkpoint_record(args.checkpoint),
            "split": tasks.note, "classes": args.split, "meta_iterations": None, "train_seconds": 0.0,
            "test_shift": args.test_shift, "test_rotate": args.test_rotate,
-           "transductive_steps": args.transductive_steps}
+           "transductive_steps": args.transductive_steps, "mahalanobis": metric_note}
     metric = "mse" if test_cfg.is_regression else "accuracy"
     res[metric] = result.get(metric, result.get("loss"))
     scale, unit = (1, "") if metric == "mse" else (100, "%")
     tta = f", test-time shifts up to {args.test_shift} px" if args.test_shift else ""
     tta += f", test-time rotations of +-{args.test_rotate:g} degrees" if args.test_rotate else ""
+    if metric_note is not None:
+        tta += f", Mahalanobis distance (shrinkage {args.mahalanobis:g})"
     if args.transductive_steps:
         tta += f", transductive: {args.transductive_steps} soft k-means step{'s' * (args.transductive_steps > 1)}"
     steps_note = f", {algo.eval_inner_steps} inner steps" if hasattr(algo, "eval_inner_steps") else ""
@@ -300,6 +307,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, res)
     return 0
+
+
+def _fit_mahalanobis(algo: Any, tasks: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``--mahalanobis``: fit the ProtoNet's whitening on K images of every training class."""
+    import time
+
+    data, classes = tasks.data, tasks.splits["train"]
+    g = torch.Generator().manual_seed(0)
+    picked = []
+    for c in classes:
+        members = torch.nonzero(data.targets == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:args.mahalanobis_images]])
+    index = torch.cat(picked)
+    start = time.process_time()
+    algo.fit_whitening(data.images[index].to(tasks.device), data.targets[index], args.mahalanobis)
+    seconds = time.process_time() - start
+    print(f"Mahalanobis distance: within-class covariance of {len(index)} training images ({len(classes)} classes), "
+          f"shrinkage {args.mahalanobis:g}, {seconds:.1f} CPU-seconds", file=sys.stderr)
+    return {"shrinkage": args.mahalanobis, "images": len(index), "classes": len(classes), "cpu_seconds": seconds}
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -413,6 +439,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="protonet: refine the prototypes with each task's queries by N soft k-means steps "
                         "(Ren et al. 2018) before classifying them: a transductive test, not the paper's "
                         "(0..100, default 0: off)")
+    e.add_argument("--mahalanobis", type=number_arg, default=None, metavar="LAMBDA",
+                   help="protonet: squared Mahalanobis instead of Euclidean distances, with the within-class "
+                        "covariance of the training classes' images (embedded with the test-time views) shrunk "
+                        "by LAMBDA in [0, 1] towards a multiple of the identity (default: off)")
+    e.add_argument("--mahalanobis-images", type=positive_int_arg, default=5, metavar="K",
+                   help="training images per class for that covariance (a fixed random choice; default 5)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", default=None, metavar="PATH")
     e.add_argument("--overwrite", action="store_true")

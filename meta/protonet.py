@@ -18,7 +18,8 @@ from meta.functional import AdaptedPredictor, as_float, check_task_batch, forwar
 from mtl.data.augment import check_test_rotate, check_test_shift, tta_views
 from mtl.errors import ConfigError
 
-__all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits", "soft_kmeans_prototypes"]
+__all__ = ["EmbeddingEnsemble", "ProtoNet", "prototypes", "prototype_logits", "soft_kmeans_prototypes",
+           "within_class_whitening"]
 
 _DISTANCES = ("euclidean", "cosine")
 
@@ -88,6 +89,52 @@ def soft_kmeans_prototypes(
         weights = prototype_logits(queries, protos, distance, cosine_scale).softmax(-1)
         protos = (sums + weights.t() @ queries) / (counts + weights.sum(0))[:, None]
     return protos
+
+
+def check_shrinkage(shrinkage: object) -> float:
+    """Return ``shrinkage`` as a float, raising :class:`ConfigError` unless it is a number in [0, 1]."""
+    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage <= 1:
+        raise ConfigError(f"shrinkage must be a number in [0, 1], got {shrinkage!r}")
+    return float(shrinkage)
+
+
+def within_class_whitening(embeddings: Tensor, labels: Tensor, shrinkage: float) -> Tensor:
+    """The matrix ``W = S^(-1/2)`` ``[D, D]`` that makes squared Euclidean distances of ``x @ W`` the
+    squared Mahalanobis distances under ``S``, the pooled within-class covariance of ``embeddings``
+    ``[N, D]`` (classes given by ``labels`` ``[N]``) shrunk towards a multiple of the identity:
+    ``S = (1 - shrinkage) * C + shrinkage * trace(C) / D * I``.
+
+    For a prototype classifier this is linear discriminant analysis with a covariance estimated
+    on other classes (the training classes): directions in which drawings of one character vary
+    count less than those in which characters differ. The squared Mahalanobis distance is a
+    Bregman divergence, so the class mean stays the right prototype (Snell et al. 2017, Section
+    2.3); Bateni et al. 2020 ("Simple CNAPS") classify with Mahalanobis distances of
+    shrunk covariances too (estimated from each task). Computed in float64; returned in the
+    dtype of ``embeddings``.
+    """
+    shrinkage = check_shrinkage(shrinkage)
+    if embeddings.dim() != 2 or labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ConfigError(f"embeddings [N, D] and labels [N] must match, got {tuple(embeddings.shape)} and "
+                          f"{tuple(labels.shape)}")
+    classes, index = labels.unique(return_inverse=True)
+    n, d = embeddings.shape
+    if n - len(classes) < 1:
+        raise ConfigError(f"a within-class covariance needs a class with two or more examples; got {n} "
+                          f"examples of {len(classes)} classes")
+    x = embeddings.detach().double()
+    means = torch.zeros(len(classes), d, dtype=x.dtype, device=x.device).index_add_(0, index, x)
+    means /= torch.bincount(index, minlength=len(classes)).to(x.dtype)[:, None]
+    centred = x - means[index]
+    cov = centred.t() @ centred / (n - len(classes))
+    scale = cov.trace() / d
+    if not scale > 0:
+        raise ConfigError("the embeddings do not vary within any class: no covariance to whiten with")
+    cov = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(d, dtype=x.dtype, device=x.device)
+    values, vectors = torch.linalg.eigh(cov)
+    if not values.min() > 1e-10 * scale:
+        raise ConfigError(f"the within-class covariance is singular ({d} dimensions, {n} examples of "
+                          f"{len(classes)} classes); use a shrinkage > 0")
+    return (vectors * values.rsqrt()) @ vectors.t()
 
 
 def _flat_embedding(model: nn.Module, params: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
@@ -186,6 +233,11 @@ class ProtoNet(nn.Module):
             also embedded rotated by ``-test_rotate`` and ``+test_rotate`` degrees
             (:func:`mtl.data.rotate`), three times the views; with ``test_shift`` every shifted
             copy is rotated too.
+        whitening: a fixed ``[D, D]`` matrix applied to every embedding in eval mode before the
+            distances (default ``None``: off): with :func:`within_class_whitening` the squared
+            Euclidean distance becomes a squared Mahalanobis distance. :meth:`fit_whitening`
+            sets it from labelled images of other classes (e.g. the training classes). Training
+            is unchanged; the matrix is not part of the state dict.
         transductive_steps: in eval mode, refine the prototypes with the task's queries by this
             many soft k-means steps (:func:`soft_kmeans_prototypes`, Ren et al. 2018) before
             classifying them (0, the default: off, the inductive ProtoNet of the paper). This is a
@@ -200,7 +252,8 @@ class ProtoNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, distance: str = "euclidean", cosine_scale: float = 10.0,
-                 test_shift: int = 0, test_rotate: float = 0.0, transductive_steps: int = 0) -> None:
+                 test_shift: int = 0, test_rotate: float = 0.0, transductive_steps: int = 0,
+                 whitening: Tensor | None = None) -> None:
         super().__init__()
         self.transductive_steps = check_transductive_steps(transductive_steps)
         self.test_shift = check_test_shift(test_shift)
@@ -220,6 +273,39 @@ class ProtoNet(nn.Module):
         self.distance = distance
         self.cosine_scale = float(cosine_scale)
         self._cache: _EmbeddingCache | None = None
+        if whitening is not None and (not isinstance(whitening, Tensor) or whitening.dim() != 2
+                                      or whitening.shape[0] != whitening.shape[1]):
+            got = tuple(whitening.shape) if isinstance(whitening, Tensor) else type(whitening).__name__
+            raise ConfigError(f"whitening must be a square [D, D] tensor or None, got {got}")
+        self.whitening = whitening
+
+    def fit_whitening(self, images: Tensor, labels: Tensor, shrinkage: float, batch_size: int = 500) -> Tensor:
+        """Set :attr:`whitening` to :func:`within_class_whitening` of the embeddings of ``images``
+        (labelled by ``labels``; classes other than the test's, e.g. the training classes).
+
+        The images are embedded as the test embeds them (eval mode, with the test-time views);
+        ``whitening`` is cleared first, so refitting does not compound. Returns the matrix.
+        """
+        check_shrinkage(shrinkage)
+        if images.shape[0] != labels.shape[0]:
+            raise ConfigError(f"images and labels must have the same length, got {images.shape[0]} and "
+                              f"{labels.shape[0]}")
+        was_training = self.training
+        self.whitening = None
+        self.train(False)
+        try:
+            with torch.no_grad():
+                emb = torch.cat([self._embed_shifted(None, images[i:i + batch_size])
+                                 for i in range(0, images.shape[0], batch_size)])
+        finally:
+            self.train(was_training)
+        self.whitening = within_class_whitening(emb, labels.to(emb.device), shrinkage)
+        return self.whitening
+
+    def _whiten(self, emb: Tensor) -> Tensor:
+        if self.whitening is None or self.training:
+            return emb
+        return emb @ self.whitening.to(emb.dtype)
 
     @contextmanager
     def embedding_cache(self) -> Iterator[_EmbeddingCache]:
@@ -281,17 +367,19 @@ class ProtoNet(nn.Module):
         (negative squared distances for ``"euclidean"``). Prototypes stay differentiable when
         grad mode is on. In eval mode with ``transductive_steps``, each call refines the
         prototypes with the batch ``x`` it is given (:func:`soft_kmeans_prototypes`) before
-        classifying it; ``predictor.prototypes`` stays the support prototypes.
+        classifying it; ``predictor.prototypes`` stays the support prototypes. With
+        :attr:`whitening` set (eval mode), every embedding is multiplied by it first, and the
+        prototypes are those of the whitened embeddings.
         """
         check_task_batch(support_x, support_y, batched=False)
         params = dict(self.model.named_parameters())
-        support = self._embed_shifted(params, support_x)
+        support = self._whiten(self._embed_shifted(params, support_x))
         protos = prototypes(support, support_y)
         shifted = self._test_views
         transductive = not self.training and self.transductive_steps > 0
 
         def logits_fn(emb: Tensor) -> Tensor:
-            emb = emb.flatten(1)
+            emb = self._whiten(emb.flatten(1))
             return self._logits(emb, self._prototypes(support, support_y, emb) if transductive else protos)
 
         def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
@@ -304,7 +392,7 @@ class ProtoNet(nn.Module):
     def _task(self, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
         if qy.is_floating_point() or qy.is_complex():
             raise ConfigError(f"ProtoNet needs integer class labels, got query_y dtype {qy.dtype}")
-        emb = self._embed_shifted(None, torch.cat([sx, qx]))
+        emb = self._whiten(self._embed_shifted(None, torch.cat([sx, qx])))
         protos = self._prototypes(emb[: sx.shape[0]], sy, emb[sx.shape[0]:])
         logits = self._logits(emb[sx.shape[0]:], protos)
         if int(qy.max()) >= protos.shape[0] or int(qy.min()) < 0:
@@ -362,4 +450,5 @@ class ProtoNet(nn.Module):
         extra += f", test_shift={self.test_shift}" if self.test_shift else ""
         extra += f", test_rotate={self.test_rotate:g}" if self.test_rotate else ""
         extra += f", transductive_steps={self.transductive_steps}" if self.transductive_steps else ""
+        extra += f", whitening={tuple(self.whitening.shape)}" if self.whitening is not None else ""
         return f"distance={self.distance!r}{extra}"
