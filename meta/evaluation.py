@@ -183,7 +183,9 @@ def confused_pairs(
 ) -> dict[str, Any]:
     """Which classes a few-shot learner mistakes for which, over the tasks :func:`evaluate` uses.
 
-    Every task is adapted with ``algo.adapt(support_x, support_y)`` and each query predicted as
+    Every task is adapted with ``algo.adapt(support_x, support_y)`` (with gradients recorded
+    unless ``algo.adapt_needs_grad`` is false, as for ProtoNets, whose embedding cache then
+    serves every image after its first task) and each query predicted as
     the arg-max of the adapted predictor; a wrong prediction counts one error for the unordered
     pair {true class, predicted class}, named by the original class ids of the batch's ``classes``
     (looked up in ``class_names`` when given). Useful to tell errors a better model could avoid
@@ -203,11 +205,14 @@ def confused_pairs(
         raise ConfigError(f"algo must have an adapt method, got {type(algo).__name__}")
     pairs: Counter[tuple[int, int]] = Counter()
     errors = queries = done = 0
-    with closing(_each_task(algo, task_source, num_tasks, None, progress, "confusions")) as tasks:
+    cache = getattr(algo, "embedding_cache", None)
+    needs_grad = bool(getattr(algo, "adapt_needs_grad", True))
+    with (cache() if callable(cache) else nullcontext()), \
+            closing(_each_task(algo, task_source, num_tasks, None, progress, "confusions")) as tasks:
         for batch, b in tasks:
             if not hasattr(batch, "classes"):
                 raise ConfigError("task_source returned batches without 'classes' (the class ids)")
-            with torch.enable_grad():
+            with torch.set_grad_enabled(needs_grad):
                 predictor = algo.adapt(batch.support_x[b], batch.support_y[b])
             with torch.no_grad():
                 pred = predictor(batch.query_x[b]).argmax(-1)

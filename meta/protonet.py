@@ -272,6 +272,7 @@ class ProtoNet(nn.Module):
         self.model = model
         self.distance = distance
         self.cosine_scale = float(cosine_scale)
+        self.adapt_needs_grad = False  # adapt() computes prototypes: no inner loop to differentiate
         self._cache: _EmbeddingCache | None = None
         if whitening is not None and (not isinstance(whitening, Tensor) or whitening.dim() != 2
                                       or whitening.shape[0] != whitening.shape[1]):
@@ -373,9 +374,8 @@ class ProtoNet(nn.Module):
         """
         check_task_batch(support_x, support_y, batched=False)
         params = dict(self.model.named_parameters())
-        support = self._whiten(self._embed_shifted(params, support_x))
+        support = self._whiten(self._embed_shifted(None, support_x))
         protos = prototypes(support, support_y)
-        shifted = self._test_views
         transductive = not self.training and self.transductive_steps > 0
 
         def logits_fn(emb: Tensor) -> Tensor:
@@ -383,9 +383,8 @@ class ProtoNet(nn.Module):
             return self._logits(emb, self._prototypes(support, support_y, emb) if transductive else protos)
 
         def forward(model: nn.Module, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Tensor:
-            if shifted:
-                return self._embed_shifted(p, x)
-            return functional_call(model, dict(p), (x,))
+            own = len(p) == len(params) and all(p.get(k) is v for k, v in params.items())
+            return self._embed_shifted(None if own else p, x)  # None: the cache may serve the module's own weights
 
         return AdaptedPredictor(self.model, params, None, logits_fn, protos, forward)
 

@@ -103,3 +103,35 @@ def test_ensemble_and_nested_blocks_share_one_cache():
         result = evaluate(algo, _Pool(), num_tasks=10, progress=False)  # evaluate's block nests in ours
         assert outer.misses == 12 and algo._cache is outer
     assert result["loss"] == pytest.approx(sum(m["loss"] for m in plain) / 10, rel=1e-9)
+
+
+def test_confusions_use_the_cache_and_match_uncached_predictions():
+    from meta.evaluation import confused_pairs
+
+    algo = ProtoNet(_net(), test_shift=1)
+    source = _Pool()
+
+    def with_classes(i):
+        t = source(i)
+        t.classes = torch.tensor([[10, 11, 12, 13]])
+        return t
+
+    result = confused_pairs(algo, with_classes, num_tasks=15, progress=False)
+    plain, errors = _Pool(), 0
+    algo.eval()
+    for i in range(15):
+        t = plain(i)
+        pred = algo.adapt(t.support_x[0], t.support_y[0])(t.query_x[0]).argmax(-1)  # no cache active
+        errors += int((pred != t.query_y[0]).sum())
+    assert result["errors"] == errors and result["queries"] == 15 * 8
+
+
+def test_adapted_predictor_with_other_weights_is_not_served_from_the_cache():
+    algo = ProtoNet(_net()).eval()
+    t = _Pool()(0)
+    with algo.embedding_cache(), torch.no_grad():
+        predictor = algo.adapt(t.support_x[0], t.support_y[0])
+        before = predictor(t.query_x[0])
+        predictor.params = {k: v * 1.5 for k, v in predictor.params.items()}
+        after = predictor(t.query_x[0])
+    assert not torch.allclose(before, after)
