@@ -37,3 +37,15 @@ def make_tasks(shape, tasks=2, n_support=6, n_query=9, classes=3, dtype=torch.fl
     sy = torch.arange(n_support).remainder(classes).expand(tasks, -1).contiguous()
     qy = torch.randint(0, classes, (tasks, n_query), generator=g)
     return sx, sy, qx, qy
+
+
+def tiny_checkpoints(tmp_path, algos=("protonet", "fomaml")):
+    """Train each algorithm for one meta-iteration on tiny glyph tasks with the CLI; their best.pt paths."""
+    from mtl.cli import main
+
+    tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
+            "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
+    for algo in algos:
+        assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
+                     "--out", str(tmp_path / algo), *tiny]) == 0
+    return {algo: str(tmp_path / algo / "best.pt") for algo in algos}

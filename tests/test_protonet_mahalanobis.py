@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fewshot_helpers import tiny_checkpoints
 
 from meta.protonet import ProtoNet, prototype_logits, prototypes, within_class_whitening
 from mtl import create_backbone
@@ -102,13 +103,9 @@ def test_protonet_applies_the_whitening_in_eval_mode_only():
 
 
 def test_cli_evaluate_mahalanobis(tmp_path, capsys):
-    tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
-            "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
-    for algo in ("protonet", "fomaml"):
-        assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
-                     "--out", str(tmp_path / algo), *tiny]) == 0
+    ckpts = tiny_checkpoints(tmp_path, ("protonet", "fomaml"))
     capsys.readouterr()
-    proto = str(tmp_path / "protonet" / "best.pt")
+    proto = ckpts["protonet"]
     assert main(["fewshot", "evaluate", "--checkpoint", proto, "--test-tasks", "6", "--mahalanobis", "0.5",
                  "--mahalanobis-images", "3", "--no-progress", "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr()
@@ -117,7 +114,7 @@ def test_cli_evaluate_mahalanobis(tmp_path, capsys):
     record = json.loads((tmp_path / "r.json").read_text())["mahalanobis"]
     assert record["shrinkage"] == 0.5 and record["images"] == 36 and record["classes"] == 12
     for ckpt, bad, message in (
-        (str(tmp_path / "fomaml" / "best.pt"), "0.5", "--mahalanobis is a ProtoNet distance"),
+        (ckpts["fomaml"], "0.5", "--mahalanobis is a ProtoNet distance"),
         (proto, "1.5", "shrinkage must be a number in [0, 1], got 1.5"),
     ):
         code = main(["fewshot", "evaluate", "--checkpoint", ckpt, "--test-tasks", "6", "--mahalanobis", bad,

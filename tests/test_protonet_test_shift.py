@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fewshot_helpers import tiny_checkpoints
 
 from meta.protonet import ProtoNet, prototype_logits, prototypes
 from mtl import create_backbone
@@ -59,23 +60,19 @@ def test_bad_test_shift_is_refused(bad):
 
 
 def test_cli_evaluate_test_shift(tmp_path, capsys):
-    tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
-            "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
-    for algo in ("protonet", "fomaml", "reptile"):
-        assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
-                     "--out", str(tmp_path / algo), *tiny]) == 0
+    ckpts = tiny_checkpoints(tmp_path, ("protonet", "fomaml", "reptile"))
     capsys.readouterr()
-    assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "protonet" / "best.pt"), "--test-tasks", "6",
+    assert main(["fewshot", "evaluate", "--checkpoint", ckpts["protonet"], "--test-tasks", "6",
                  "--test-shift", "1", "--no-progress"]) == 0
     assert "test-time shifts up to 1 px" in capsys.readouterr().out
-    assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "fomaml" / "best.pt"), "--test-tasks", "6",
+    assert main(["fewshot", "evaluate", "--checkpoint", ckpts["fomaml"], "--test-tasks", "6",
                  "--test-shift", "1", "--no-progress"]) == 0
     assert "test-time shifts up to 1 px" in capsys.readouterr().out
-    code = main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "reptile" / "best.pt"), "--test-tasks", "6",
+    code = main(["fewshot", "evaluate", "--checkpoint", ckpts["reptile"], "--test-tasks", "6",
                  "--test-shift", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "--test-shift needs protonet or the MAML family" in err
-    assert main(["fewshot", "evaluate", "--checkpoint", str(tmp_path / "protonet" / "best.pt"), "--test-tasks", "6",
+    assert main(["fewshot", "evaluate", "--checkpoint", ckpts["protonet"], "--test-tasks", "6",
                  "--test-shift", "1", "--test-rotate", "8", "--no-progress", "--json", str(tmp_path / "r.json")]) == 0
     assert "test-time shifts up to 1 px, test-time rotations of +-8 degrees" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["test_rotate"] == 8.0

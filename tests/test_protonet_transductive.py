@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fewshot_helpers import tiny_checkpoints
 
 from meta.protonet import ProtoNet, prototype_logits, prototypes, soft_kmeans_prototypes
 from mtl import create_backbone
@@ -89,19 +90,15 @@ def test_bad_transductive_steps_are_refused(bad):
 
 
 def test_cli_evaluate_transductive_steps(tmp_path, capsys):
-    tiny = ["--glyph-classes", "12,6,6", "--backbone-kwargs", '{"hidden": 8}', "--queries", "3",
-            "--validation-tasks", "4", "--test-tasks", "6", "--no-progress", "--threads", "1"]
-    for algo in ("protonet", "fomaml"):
-        assert main(["fewshot", "train", "--algo", algo, "--budget-iterations", "1", "--meta-batch", "1",
-                     "--out", str(tmp_path / algo), *tiny]) == 0
+    ckpts = tiny_checkpoints(tmp_path, ("protonet", "fomaml"))
     capsys.readouterr()
-    proto = str(tmp_path / "protonet" / "best.pt")
+    proto = ckpts["protonet"]
     assert main(["fewshot", "evaluate", "--checkpoint", proto, "--test-tasks", "6", "--transductive-steps", "2",
                  "--no-progress", "--json", str(tmp_path / "r.json")]) == 0
     assert "transductive: 2 soft k-means steps" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["transductive_steps"] == 2
     for ckpt, bad, message in (
-        (str(tmp_path / "fomaml" / "best.pt"), "2", "--transductive-steps refines ProtoNet prototypes"),
+        (ckpts["fomaml"], "2", "--transductive-steps refines ProtoNet prototypes"),
         (proto, "101", "transductive_steps must be an integer in 0..100, got 101"),
     ):
         code = main(["fewshot", "evaluate", "--checkpoint", ckpt, "--test-tasks", "6", "--transductive-steps", bad,
