@@ -8,7 +8,7 @@
 #      Tagalog has 17 characters) train for the remaining 50 CPU-minutes from the stage-1 network
 #      on the labelled and the pseudo-classes (four processes, one thread each);
 #   4. tests on the usual 600 tasks (15 queries per class): ProtoNet at 5/20-way 1/5-shot, also
-#      with test-time shifts; the MAML family with the number of test inner steps that scores
+#      with test-time shifts, and shifts + rotations (angle chosen on validation); the MAML family with the number of test inner steps that scores
 #      best on 400 validation tasks (`fewshot evaluate --split val`), chosen before the test
 #      (Proto-MAML, trained 20-way, is also tested 5-way: its head comes from the support set);
 #      the 20-way MAML also with test-time shifts of its queries when they score better on
@@ -58,6 +58,20 @@ test_protonet "$OUT/protonet/best.pt" "$OUT/eval_protonet"
 for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
     --json "$OUT/eval_protonet_${w}w1s_shift1.json"
+done
+# test-time rotations on top of the shifts (the twelfth session's procedure): the angle with the best
+# accuracy on 1,000 validation tasks (17-way 1-shot), the smaller on a tie, then tested once
+for r in 0 8 12 16 20 24; do
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --split val --ways 17 --test-tasks 1000 \
+    --test-shift 1 --test-rotate "$r" --json "$OUT/val_protonet_shift1_rot$r.json"
+done
+read -r rot < <(.venv/bin/python -c "import json,sys
+r=[(round(json.load(open(f'{sys.argv[1]}/val_protonet_shift1_rot{a}.json'))['accuracy'], 4), -a)
+   for a in (0, 8, 12, 16, 20, 24)]
+print(-max(r)[1])" "$OUT")
+for w in 5 20; do
+  $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 --test-rotate "$rot" \
+    --json "$OUT/eval_protonet_${w}w1s_shift1_rot.json"
 done
 # transductive ProtoNet (Ren et al. 2018 soft k-means with the queries): the fewest steps with the best
 # accuracy on 300 validation tasks, at the two decimals reported (percent)
