@@ -54,6 +54,13 @@ $MTL fewshot train --algo protomaml "${MAML[@]}" --ways 20 --val-ways 17 --meta-
   "${DATA[@]}" "${PSEUDO[@]}" "${INIT[@]}" --out "$OUT/protomaml20" --json "$OUT/protomaml20.json" \
   > "$OUT/protomaml20.log" 2>&1 &
 wait
+# best_of PREFIX V...: the value V whose PREFIX<V>.json has the best accuracy at the two decimals
+# reported (percent), the smaller value on a tie
+best_of() {
+  .venv/bin/python -c "import json,sys
+r=[(round(json.load(open(f'{sys.argv[1]}{v}.json'))['accuracy'], 4), -float(v), v) for v in sys.argv[2:]]
+print(max(r)[2])" "$@"
+}
 test_protonet "$OUT/protonet/best.pt" "$OUT/eval_protonet"
 for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 \
@@ -65,10 +72,7 @@ for r in 0 8 12 16 20 24; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --split val --ways 17 --test-tasks 1000 \
     --test-shift 1 --test-rotate "$r" --json "$OUT/val_protonet_shift1_rot$r.json"
 done
-read -r rot < <(.venv/bin/python -c "import json,sys
-r=[(round(json.load(open(f'{sys.argv[1]}/val_protonet_shift1_rot{a}.json'))['accuracy'], 4), -a)
-   for a in (0, 8, 12, 16, 20, 24)]
-print(-max(r)[1])" "$OUT")
+rot=$(best_of "$OUT/val_protonet_shift1_rot" 0 8 12 16 20 24)
 for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --test-shift 1 --test-rotate "$rot" \
     --json "$OUT/eval_protonet_${w}w1s_shift1_rot.json"
@@ -79,10 +83,7 @@ for n in 1 2 3 5 10 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --split val --ways 17 --test-tasks 300 \
     --transductive-steps "$n" --json "$OUT/val_protonet_transductive$n.json"
 done
-read -r tsteps < <(.venv/bin/python -c "import json,sys
-r=[(round(json.load(open(f'{sys.argv[1]}/val_protonet_transductive{n}.json'))['accuracy'], 4), -n)
-   for n in (1, 2, 3, 5, 10, 20)]
-print(-max(r)[1])" "$OUT")
+tsteps=$(best_of "$OUT/val_protonet_transductive" 1 2 3 5 10 20)
 for w in 5 20; do
   $MTL "${EVAL[@]}" --checkpoint "$OUT/protonet/best.pt" --ways "$w" --shots 1 --transductive-steps "$tsteps" \
     --json "$OUT/eval_protonet_${w}w1s_transductive.json"
