@@ -674,7 +674,8 @@ def run_fewshot(
         return {"meta_iterations": summary["meta_iterations"], "rank": dist_utils.rank()}
     trainer.load_best()
     start = time.perf_counter()
-    result = evaluate(trainer.algo, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks")
+    result = evaluate(trainer.algo, tasks.test, num_tasks=cfg.test_tasks, progress=progress, desc="test tasks",
+                      workers=cfg.task_workers)
     eval_seconds = time.perf_counter() - start
     metric = "mse" if cfg.is_regression else "accuracy"
     out_json = {

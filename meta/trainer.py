@@ -219,7 +219,8 @@ class MetaTrainer(ResumableTrainer):
         from meta.evaluation import evaluate
 
         assert self.val_tasks is not None
-        return evaluate(self.algo, self.val_tasks, num_tasks=self.config.validation_tasks, progress=False)
+        return evaluate(self.algo, self.val_tasks, num_tasks=self.config.validation_tasks, progress=False,
+                        workers=self.config.task_workers)
 
     def _score(self, metrics: dict[str, float]) -> float:
         key = "accuracy" if self.higher_is_better else "loss"

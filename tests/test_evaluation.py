@@ -218,3 +218,50 @@ def test_evaluate_at_steps_bad_values():
     proto = ProtoNet(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=None))
     with pytest.raises(ConfigError, match="at_steps needs an algorithm with inner steps .*got ProtoNet"):
         evaluate(proto, make_batch, num_tasks=2, progress=False, at_steps=[1])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MAML(create_backbone("conv4", in_channels=1, image_size=16, hidden=4, num_classes=3), inner_lr=0.3,
+                 inner_steps=1, eval_inner_steps=3),
+    lambda: ANIL(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                 eval_inner_steps=4),
+    lambda: Reptile(create_backbone("mlp", in_features=4, hidden=(8,), num_classes=3), inner_lr=0.5,
+                    eval_inner_steps=4),
+])
+def test_evaluate_on_task_workers_equals_one_thread(make):
+    torch.manual_seed(0)
+    algo = make()
+    conv = isinstance(algo, MAML) and not isinstance(algo, ANIL)
+
+    def source(index):
+        batch = make_batch(index)
+        if conv:  # images for the conv4: each 4-vector spread over a 16x16 picture
+            for name in ("support_x", "query_x"):
+                x = getattr(batch, name)
+                setattr(batch, name, x.repeat_interleave(64, -1).reshape(*x.shape[:2], 1, 16, 16))
+        return batch
+
+    algo.train()  # evaluate switches to eval mode (eval_inner_steps) for every task, the last ones too
+    one = evaluate(algo, source, num_tasks=11, progress=False, at_steps=[1, 2])
+    threaded = evaluate(algo, source, num_tasks=11, progress=False, at_steps=[1, 2], workers=3)
+    assert algo.training
+    for key in ("accuracy", "ci95", "loss", "accuracy@1", "loss@2"):
+        assert threaded[key] == pytest.approx(one[key], abs=1e-6)
+    assert threaded["num_tasks"] == 11
+    with pytest.raises(ConfigError, match="workers must be an integer >= 1, got 0"):
+        evaluate(algo, source, num_tasks=2, progress=False, workers=0)
+
+
+def test_task_workers_keep_eval_mode_until_the_last_task_is_done():
+    import time
+
+    class Slow(FakeAlgo):
+        def evaluate_task(self, support_x, support_y, query_x, query_y):
+            time.sleep(0.02)  # still running when the last task has been handed out
+            return super().evaluate_task(support_x, support_y, query_x, query_y)
+
+    algo = Slow()
+    algo.train()
+    result = evaluate(algo, fake_source(4), num_tasks=10, progress=False, workers=3)
+    assert algo.modes == [False] * 10 and algo.training
+    assert sorted(algo.seen) == sorted([0, 1] * 5) and result["accuracy"] == 0.5

@@ -464,3 +464,22 @@ def test_evaluate_reports_several_test_step_counts(tmp_path, protonet_checkpoint
     code, cap = run(["evaluate", "--checkpoint", str(protonet_checkpoint), "--eval-inner-steps", "2", *bad], capsys)
     assert code == 2 and "--eval-inner-steps: protonet has no inner steps" in cap.err, cap.err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_evaluate_task_workers_give_the_same_result(tmp_path, capsys):
+    from fewshot_helpers import tiny_checkpoints
+
+    ckpt = tiny_checkpoints(tmp_path, ("fomaml",))["fomaml"]
+    results = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"r{workers}.json"
+        assert main(["fewshot", "evaluate", "--checkpoint", ckpt, "--test-tasks", "7", "--task-workers", workers,
+                     "--eval-inner-steps", "1,3", "--no-progress", "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[1]["accuracy"] == pytest.approx(results[0]["accuracy"], abs=1e-9)
+    assert results[1]["by_steps"] == pytest.approx(results[0]["by_steps"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fewshot", "evaluate", "--checkpoint", ckpt, "--task-workers", "0", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "--task-workers: expected a positive integer, got '0'" in capsys.readouterr().err
