@@ -11,7 +11,9 @@ AUGMENT=(--augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-she
 # step schedule (add --schedule-iterations N: halved every N/3 episodes)
 PROTONET=(--algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step
           --validate-every 200 --validation-tasks 200 --checkpoint-every 200)
-EVAL=(fewshot evaluate --queries 15 --threads 2 --no-progress --overwrite)
+# tests one at a time on both cores: MAML-family tasks two at a time, one thread each (the results of
+# one thread); ProtoNets embed each test image once and need no more
+EVAL=(fewshot evaluate --queries 15 --threads 2 --task-workers 2 --no-progress --overwrite)
 
 # test_protonet CHECKPOINT PREFIX: the 600 test tasks (15 queries per class) at 5/20-way 1/5-shot,
 # results in PREFIX_5w1s.json, PREFIX_5w5s.json, PREFIX_20w1s.json, PREFIX_20w5s.json
