@@ -6,11 +6,14 @@
 #  2. every algorithm through the CLI on the built-in glyphs: 6 bf16 meta-iterations on the GPU,
 #     then evaluate with test-time shifts
 #  3. the Omniglot split: ProtoNet (60-way episodes), MAML 5-way (meta-batch 32, the paper's) and
-#     20-way (meta-batch 16), TRAIN_S wall seconds each, the three at once on the one GPU, then
-#     tested on the 600 test tasks (MAML with 10 inner steps)
+#     20-way (meta-batch 16), TRAIN_S wall seconds each, one after another (PARALLEL=1: the three
+#     at once, as in the fourteenth session's numbers; that ran ProtoNet 16 times slower than
+#     alone), then tested on the 600 test tasks (MAML with 10 inner steps)
 set -u
 cd "$(dirname "$0")/.."
 ROOT="${ROOT:-../shared/data/omniglot-original}"; MTL="${MTL:-mtlmeta}"; TRAIN_S="${TRAIN_S:-270}"
+PARALLEL="${PARALLEL:-0}"
+bg() { if [ "$PARALLEL" = 1 ]; then "$@" & else "$@"; fi; }
 L="${1:-runs/gpu}"; mkdir -p "$L"; W="$L/work"
 python3 benchmarks/cuda_checks.py > "$L/checks.log" 2>&1
 G=(--dataset glyphs --glyph-classes 12,6,6 --backbone-kwargs '{"hidden": 16}' --queries 3 --validation-tasks 4
@@ -25,15 +28,15 @@ done
 wait; cat "$W"/smoke_*.txt > "$L/cli_smoke.txt"
 C=(--dataset omniglot --root "$ROOT" --device cuda --budget-seconds "$TRAIN_S" --budget-clock wall --no-progress
    --test-tasks 100 --augment-shift 2 --augment-rotate 15 --augment-scale 0.2 --augment-shear 15)
-$MTL fewshot train --algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step \
+bg $MTL fewshot train --algo protonet --train-ways 60 --ways 5 --shots 1 --queries 5 --schedule step \
   --schedule-iterations 30000 --validate-every 1000 --validation-tasks 200 --checkpoint-every 1000 "${C[@]}" \
-  --out "$W/proto" --json "$L/proto_train.json" > "$L/proto_train.log" 2>&1 &
-$MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 32 --inner-lr 0.4 --schedule cosine \
+  --out "$W/proto" --json "$L/proto_train.json" > "$L/proto_train.log" 2>&1
+bg $MTL fewshot train --algo maml --ways 5 --shots 1 --queries 5 --meta-batch 32 --inner-lr 0.4 --schedule cosine \
   --schedule-iterations 20000 --validate-every 250 --validation-tasks 100 --checkpoint-every 250 "${C[@]}" \
-  --out "$W/maml5" --json "$L/maml5_train.json" > "$L/maml5_train.log" 2>&1 &
-$MTL fewshot train --algo maml --ways 20 --val-ways 17 --shots 1 --queries 5 --meta-batch 16 --inner-lr 0.1 \
+  --out "$W/maml5" --json "$L/maml5_train.json" > "$L/maml5_train.log" 2>&1
+bg $MTL fewshot train --algo maml --ways 20 --val-ways 17 --shots 1 --queries 5 --meta-batch 16 --inner-lr 0.1 \
   --schedule cosine --schedule-iterations 20000 --validate-every 250 --validation-tasks 100 --checkpoint-every 250 \
-  "${C[@]}" --out "$W/maml20" --json "$L/maml20_train.json" > "$L/maml20_train.log" 2>&1 &
+  "${C[@]}" --out "$W/maml20" --json "$L/maml20_train.json" > "$L/maml20_train.log" 2>&1
 wait
 E=(fewshot evaluate --queries 15 --no-progress --overwrite --device cuda)
 for ws in 5:1 5:5 20:1 20:5; do
