@@ -66,7 +66,7 @@ def _tasks_in(batch: Any, index: int) -> int:
 def _each_task(
     task_source: Callable[[int], Any], num_tasks: int, batch_size: int | None, progress: bool, desc: str,
 ) -> Iterator[tuple[Any, int]]:
-    """``(batch, b)`` for the first ``num_tasks`` tasks of ``task_source`` (run it under :func:`_eval_mode`)."""
+    """``(batch, b)`` for the first ``num_tasks`` tasks of ``task_source`` (through :func:`_evaluation_tasks`)."""
     done, index = 0, 0
     bar = tqdm(total=num_tasks, desc=desc, disable=not progress, unit="task", leave=False)
     try:
@@ -89,13 +89,19 @@ def _each_task(
 
 
 @contextmanager
-def _eval_mode(algo: Any) -> Iterator[None]:
-    """The algorithm in eval mode for the block, its mode restored after (also on errors)."""
+def _evaluation_tasks(
+    algo: Any, task_source: Callable[[int], Any], num_tasks: int, batch_size: int | None, progress: bool, desc: str,
+) -> Iterator[Iterator[tuple[Any, int]]]:
+    """The tasks of :func:`_each_task`, with the algorithm in eval mode for the whole block (its
+    mode restored after, also on errors) and inside its ``embedding_cache()`` when it has one."""
     was_training = bool(getattr(algo, "training", False))
     if hasattr(algo, "train"):
         algo.train(False)
+    cache = getattr(algo, "embedding_cache", None)
     try:
-        yield
+        with (cache() if callable(cache) else nullcontext()), \
+                closing(_each_task(task_source, num_tasks, batch_size, progress, desc)) as tasks:
+            yield tasks
     finally:
         if hasattr(algo, "train"):
             algo.train(was_training)
@@ -204,18 +210,16 @@ def evaluate(
     if at_steps is not None and not hasattr(algo, "eval_inner_steps"):
         raise ConfigError(f"at_steps needs an algorithm with inner steps (MAML family, Reptile), "
                           f"got {type(algo).__name__}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if callable(getattr(algo, "embedding_cache", None)):
+        workers = 1  # the cache is not shared between threads; such tests take seconds anyway
     options = {} if at_steps is None else {"at_steps": at_steps}
 
     per_task: dict[str, list[float]] = {}
     done = 0
     start = time.perf_counter()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    cache = getattr(algo, "embedding_cache", None)
-    if callable(cache):
-        workers = 1
-    with _eval_mode(algo), (cache() if callable(cache) else nullcontext()), \
-            closing(_each_task(task_source, num_tasks, batch_size, progress, desc)) as tasks:
+    with _evaluation_tasks(algo, task_source, num_tasks, batch_size, progress, desc) as tasks:
         for metrics in _task_metrics(algo, tasks, options, workers):
             for key, value in metrics.items():
                 per_task.setdefault(key, []).append(float(value))
@@ -268,10 +272,8 @@ def confused_pairs(
         raise ConfigError(f"algo must have an adapt method, got {type(algo).__name__}")
     pairs: Counter[tuple[int, int]] = Counter()
     errors = queries = done = 0
-    cache = getattr(algo, "embedding_cache", None)
     needs_grad = bool(getattr(algo, "adapt_needs_grad", True))
-    with _eval_mode(algo), (cache() if callable(cache) else nullcontext()), \
-            closing(_each_task(task_source, num_tasks, None, progress, "confusions")) as tasks:
+    with _evaluation_tasks(algo, task_source, num_tasks, None, progress, "confusions") as tasks:
         for batch, b in tasks:
             if not hasattr(batch, "classes"):
                 raise ConfigError("task_source returned batches without 'classes' (the class ids)")
